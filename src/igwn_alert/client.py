@@ -1,0 +1,483 @@
+"""The public compatibility surface: the ``client`` class of ``igwn_alert``.
+
+The class keeps the reference client's name, signature, attributes and behaviour (see the
+migration guide for what is better here) and delegates the work to the modules that do it:
+:mod:`~igwn_alert.credentials`, :mod:`~igwn_alert.topics`, :mod:`~igwn_alert.publishing`,
+:mod:`~igwn_alert.reading` and :mod:`~igwn_alert.listening`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from datetime import timedelta
+from typing import Any, Optional, Union
+from urllib.parse import unquote
+
+import hop
+import hop.list_topics  # noqa: F401 - looked up as hop.list_topics at call time
+from adc.kafka import parse_kafka_url
+from hop import Stream
+from hop.auth import AmbiguousCredentialError, Auth, select_matching_auth
+
+from . import listening
+from .credentials import resolve_credentials
+from .publishing import AlertWriter, ProducerPool
+from .reading import AlertReader
+from .topics import TopicSpec, base_url, group_topics, normalize_topics, topic_url
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_BATCH_TIMEOUT",
+    "DEFAULT_GROUP",
+    "DEFAULT_LISTEN_RETRIES",
+    "DEFAULT_PORT",
+    "DEFAULT_RETRY_WAIT",
+    "DEFAULT_SERVER",
+    "client",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVER = "kafka://kafka.scimma.org/"
+DEFAULT_PORT = 9092
+DEFAULT_GROUP = "gracedb"
+DEFAULT_BATCH_SIZE = 1
+DEFAULT_BATCH_TIMEOUT = timedelta(seconds=0.2)
+DEFAULT_LISTEN_RETRIES = 3
+DEFAULT_RETRY_WAIT = 0.1
+
+_LIST_TOPICS_TIMEOUT = 10.0
+_NO_SESSIONS = "No active sessions. Please connect before publishing to a topic."
+
+
+def _require(condition: bool, message: str) -> None:
+    # An explicit check, not `assert`, so that it also fires under `python -O`.
+    if not condition:
+        raise AssertionError(message)
+
+
+class client(Stream):  # type: ignore[misc]
+    """A hop-scotch client configured for igwn_alerts from GraceDB.
+
+    Parameters
+    ----------
+    username : str, optional
+        The SCIMMA user name, or None to look it up in hop's ``auth.toml`` or netrc.
+    password : str, optional
+        The SCIMMA password, or None to look it up.
+    auth : hop.auth.Auth or list of hop.auth.Auth, optional
+        A credential, used as it is.
+    authfile : str, optional
+        Path to a hop ``auth.toml``.
+    noauth : bool, optional
+        True for an unauthenticated session.
+    group : str, optional
+        The GraceDB group (``gracedb``, ``gracedb-playground``, ``gracedb-test``).
+    consumer_group : str, optional
+        The Kafka consumer group. Listeners in one group share the alerts and resume where
+        the group left off; an alert counts as done only once the callback has returned.
+        If not set, a private listener sees only alerts published after it starts.
+    server : str, optional
+        The server URL (``kafka://...``).
+    port : int, optional
+        The server port.
+    batch_size : int, optional
+        How many alerts to take from the client library at once (alerts already buffered
+        are always taken without waiting).
+    batch_timeout : datetime.timedelta, optional
+        Kept for compatibility; waiting never delays an alert that has arrived.
+    retry_on_fatal : bool, optional
+        Reopen the stream after a fatal Kafka error.
+    listen_retries : int, optional
+        How many times in a row to reopen after a fatal error.
+    retry_wait : float, optional
+        Seconds to wait before reopening.
+    jsonpp_on : bool, optional
+        Pretty-print JSON when listening without a callback.
+
+    Attributes
+    ----------
+    sessions : dict
+        Short topic name -> open writer, filled by :meth:`connect`.
+    stop_listening : threading.Event
+        Set by :meth:`stop`.
+    listening : threading.Event
+        Set while :meth:`listen` has its stream open and positioned (an addition of this
+        client: wait on it to know that alerts published from now on will be seen).
+    auth_obj : hop.auth.Auth, list of hop.auth.Auth, or False
+        The credential chosen.
+
+    Examples
+    --------
+    Listing topics:
+
+    >>> alert_client = client(group='gracedb-test')  # doctest: +SKIP
+    >>> topics = alert_client.get_topics()  # doctest: +SKIP
+
+    Running a listener:
+
+    >>> def process_alert(topic, payload):  # doctest: +SKIP
+    ...     if topic == 'superevent':
+    ...         alert = json.loads(payload)
+    >>> client(group='gracedb-test').listen(process_alert, ['superevent'])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        auth: Union[Auth, list[Auth], None] = None,
+        authfile: Optional[str] = None,
+        noauth: bool = False,
+        group: str = DEFAULT_GROUP,
+        consumer_group: Optional[str] = None,
+        server: str = DEFAULT_SERVER,
+        port: int = DEFAULT_PORT,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_timeout: timedelta = DEFAULT_BATCH_TIMEOUT,
+        retry_on_fatal: bool = False,
+        listen_retries: int = DEFAULT_LISTEN_RETRIES,
+        retry_wait: float = DEFAULT_RETRY_WAIT,
+        jsonpp_on: bool = False,
+    ) -> None:
+        _require(isinstance(server, str), f'"server" must be str, not {type(server)}')
+        _require(
+            isinstance(port, int) and not isinstance(port, bool),
+            f'"port" must be int, not {type(port)}',
+        )
+        _require(isinstance(group, str), f'"group" must be str, not {type(group)}')
+        self.server = server
+        self.port = port
+        self.group_prefix = group
+        self.consumer_group = consumer_group
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.retry_on_fatal = retry_on_fatal
+        self.listen_retries = listen_retries
+        self.retry_wait = retry_wait
+        self.jsonpp_on = jsonpp_on
+        self.stop_listening = threading.Event()
+        self.listening = threading.Event()
+        self.base_url_prefix = self._construct_base_url()
+        self.sessions: dict[str, Any] = {}
+        self._publishers: dict[str, Any] = {}
+        self._producers = ProducerPool()
+        self._listen_stream: Any = None
+        self.auth_obj = resolve_credentials(
+            username=username,
+            password=password,
+            auth=auth,
+            authfile=authfile,
+            noauth=noauth,
+            server=server,
+            port=port,
+        )
+        super().__init__(auth=self.auth_obj)
+
+    def __repr__(self) -> str:
+        user = getattr(self.auth_obj, "username", None)
+        who = f" user={user!r}" if user else ""
+        return f"<igwn_alert.client {self.base_url_prefix}{who}>"
+
+    # -- URLs -------------------------------------------------------------------------------
+
+    def _construct_base_url(self) -> str:
+        """Return ``kafka://<host>:<port>/<group>`` for this client."""
+        return base_url(self.server, self.port, self.group_prefix)
+
+    def _construct_topic_url(self, topics: TopicSpec) -> str:
+        """Return the URL of one short topic name or a list of them."""
+        return topic_url(self.base_url_prefix, topics)
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def open(
+        self,
+        url: str,
+        mode: str = "r",
+        group_id: Optional[str] = None,
+        ignoretest: bool = True,
+        **kwargs: Any,
+    ) -> Union[AlertReader, AlertWriter]:
+        """Open a stream on a ``kafka://`` URL, as :meth:`hop.io.Stream.open` does.
+
+        Parameters
+        ----------
+        url : str
+            ``kafka://[user@]host:port/topic[,topic...]``.
+        mode : {"r", "w"}
+            Read or write.
+        group_id : str, optional
+            The consumer group (read mode); None for a private reader.
+        ignoretest : bool, optional
+            Skip hop test messages when reading.
+        **kwargs
+            ``start_at`` (read mode): where to start (see
+            :class:`igwn_alert.reading.AlertReader`).
+
+        Returns
+        -------
+        AlertReader or AlertWriter
+            The stream.
+
+        Raises
+        ------
+        ValueError
+            For a bad mode, several brokers, or no topic in read mode.
+        """
+        username, brokers, topics = parse_kafka_url(url)
+        if len(brokers) != 1:
+            raise ValueError(f"exactly one broker address is supported, not {brokers}")
+        bootstrap = brokers[0] if ":" in brokers[0] else f"{brokers[0]}:{self.port}"
+        credential = self._credential_for(bootstrap, unquote(username) if username else None)
+        if mode == "w":
+            return AlertWriter(self._producers, bootstrap, topics or [], credential)
+        if mode == "r":
+            if not topics:
+                raise ValueError(f"no topic(s) in the URL {url}")
+            return AlertReader(
+                bootstrap,
+                topics,
+                credential,
+                group_id=group_id,
+                start_at=kwargs.get("start_at"),
+                ignoretest=ignoretest,
+            )
+        raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")
+
+    def _credential_for(self, bootstrap: str, username: Optional[str] = None) -> Any:
+        creds = self.auth
+        if not creds:
+            return None
+        if not isinstance(creds, (list, tuple)):
+            return creds
+        if len(creds) == 1 and username is None:
+            return creds[0]
+        try:
+            return select_matching_auth(creds, bootstrap, username)
+        except AmbiguousCredentialError:
+            raise
+        except RuntimeError:
+            return select_matching_auth(creds, bootstrap.rsplit(":", 1)[0], username)
+
+    # -- listening --------------------------------------------------------------------------
+
+    def listen(
+        self,
+        callback: Optional[listening.Callback] = None,
+        topic: Optional[TopicSpec] = None,
+        *,
+        since: listening.Since = None,
+    ) -> None:
+        """Call ``callback(topic=..., payload=...)`` for each alert, until :meth:`stop`.
+
+        Parameters
+        ----------
+        callback : callable, optional
+            Called by keyword with the short topic name and the payload (a str as GraceDB
+            sends it, a dict, ...). None prints each alert instead.
+        topic : str or iterable of str, optional
+            Short topic names; None (or, with a warning, an empty collection) means every
+            topic of the group.
+        since : None, "earliest", datetime.datetime or datetime.timedelta, optional
+            Replay: start from the earliest retained alert, from a point in time, or from
+            that long ago. None starts at the newest alert (or where the consumer group left
+            off).
+
+        Raises
+        ------
+        adc.errors.KafkaException
+            A fatal Kafka error (after the retries, if ``retry_on_fatal``), a refused
+            credential or a missing ACL.
+        Exception
+            Whatever the callback raised (that alert is not marked done).
+        """
+        start_at = listening.parse_since(since)
+        topics = listening.resolve_listen_topics(self, topic)
+        log.info("Listening to %d topic(s) on %s", len(topics), self.server)
+        listening.listen(self, callback, topics, start_at)
+
+    def stop(self) -> None:
+        """Make the running :meth:`listen` return (thread-safe, within 0.5 s).
+
+        A stop() that lands while listen() is still starting is not lost.
+        """
+        self.stop_listening.set()
+        stream = self._listen_stream
+        if stream is not None:
+            stream.stop()
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def connect(self, topics: TopicSpec) -> None:
+        """Open one writer per topic into :attr:`sessions`.
+
+        Parameters
+        ----------
+        topics : str or list of str
+            Short topic names (you need write access to each).
+        """
+        names = normalize_topics(topics)
+        for name in names:
+            self.sessions[name] = self.open(self._construct_topic_url(name), "w")
+        log.info("Connected to topics: %s", names)
+
+    def _session(self, topic: str) -> Any:
+        if not self.sessions:
+            raise RuntimeError(_NO_SESSIONS)
+        try:
+            return self.sessions[topic]
+        except KeyError:
+            raise RuntimeError(
+                f"Not connected to topic {topic}. Please connect before publishing to a topic."
+            ) from None
+
+    def publish_to_topic(self, topic: str, msg: Any) -> None:
+        """Publish an alert on a connected topic (see :meth:`connect`).
+
+        Parameters
+        ----------
+        topic : str
+            The short topic name.
+        msg : str, dict or hop model
+            The alert; GraceDB passes its JSON text as a str.
+
+        Raises
+        ------
+        RuntimeError
+            If nothing, or not that topic, is connected.
+        """
+        self._session(topic).write(msg)
+        log.debug("Published an alert to topic %s", topic)
+
+    def flush_by_topic(self, topic: str) -> None:
+        """Wait until every alert published on a connected topic is delivered.
+
+        Parameters
+        ----------
+        topic : str
+            The short topic name.
+
+        Raises
+        ------
+        RuntimeError
+            If nothing, or not that topic, is connected.
+        igwn_alert.exceptions.DeliveryError
+            If alerts could not be delivered within the delivery timeout.
+        """
+        self._session(topic).flush()
+        log.debug("Flushed topic %s", topic)
+
+    def disconnect(self, topics: Optional[TopicSpec] = None) -> None:
+        """Close every writer, or the named ones.
+
+        Parameters
+        ----------
+        topics : str or list of str, optional
+            Short topic names; None closes all and empties :attr:`sessions`. Naming a topic
+            that is not connected warns.
+        """
+        if not topics:
+            names = list(self.sessions)
+        else:
+            names = []
+            for name in normalize_topics(topics):
+                if name in self.sessions:
+                    names.append(name)
+                else:
+                    warnings.warn(f"Not currently connected to topic {name}", stacklevel=2)
+        failure: Optional[BaseException] = None
+        for name in names:
+            session = self.sessions.pop(name)
+            try:
+                session.close()
+            except Exception as exc:  # noqa: BLE001 - close the rest, then report
+                failure = failure or exc
+        if not topics:
+            for writer in self._publishers.values():
+                try:
+                    writer.close()
+                except Exception as exc:  # noqa: BLE001
+                    failure = failure or exc
+            self._publishers.clear()
+        log.info("Disconnected from topics %s", names)
+        if failure is not None:
+            raise failure
+
+    def publish(self, topic: TopicSpec, msg: Any = None) -> None:
+        """Send an alert without a prior :meth:`connect`; return once it is delivered.
+
+        Writers are kept and reused, so a burst of ``publish()`` calls costs about what
+        ``publish_to_topic`` costs.
+
+        Parameters
+        ----------
+        topic : str or list of str
+            The short topic name (or several: the alert goes to each).
+        msg : str, dict or hop model
+            The alert.
+
+        Raises
+        ------
+        igwn_alert.exceptions.DeliveryError
+            If the alert could not be delivered within the delivery timeout.
+        """
+        for name in normalize_topics(topic):
+            writer = self._publishers.get(name)
+            if writer is None:
+                writer = self.open(self._construct_topic_url(name), "w")
+                self._publishers[name] = writer
+            writer.write(msg)
+            writer.flush()
+
+    # -- topics -----------------------------------------------------------------------------
+
+    def get_topics(self, group: Optional[str] = None) -> list[str]:
+        """List the short names of a group's topics visible to this credential.
+
+        Parameters
+        ----------
+        group : str, optional
+            The group; default this client's.
+
+        Returns
+        -------
+        list of str
+            Short topic names, in the broker's order.
+        """
+        group = group or self.group_prefix
+        url = f"kafka://{self.base_url_prefix.split('://', 1)[1].split('/', 1)[0]}"
+        credential = self._credential_for(url.split("://", 1)[1]) if self.auth else False
+        found = hop.list_topics.list_topics(
+            url=url, auth=credential or False, timeout=_LIST_TOPICS_TIMEOUT
+        )
+        return group_topics(found, group)
+
+    # -- deprecated -------------------------------------------------------------------------
+
+    def get_subscriptions(self) -> None:
+        """Deprecated: does nothing but warn; see :meth:`listen` and :meth:`get_topics`."""
+        warnings.warn(
+            "This feature is deprecated. Please refer to the client.listen() method",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+
+    def subscribe(self, *topics: str) -> None:
+        """Deprecated: does nothing but warn; pass the topics to :meth:`listen`."""
+        warnings.warn(
+            "This feature is deprecated. Please supply a list of topics to client.listen(), "
+            "and ensure you have permission to read from topics.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+
+    def unsubscribe(self, *topics: str) -> None:
+        """Deprecated: does nothing but warn."""
+        warnings.warn("This feature is deprecated.", DeprecationWarning, stacklevel=2)
+
+    def delete(self) -> None:
+        """Deprecated: does nothing but warn."""
+        warnings.warn("This feature is deprecated.", DeprecationWarning, stacklevel=2)

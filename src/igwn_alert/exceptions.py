@@ -1,0 +1,109 @@
+"""Exceptions raised by the client, and fake Kafka exceptions for tests.
+
+Every error the client raises because of Kafka is an :class:`adc.errors.KafkaException`,
+as in the reference client, so ``except KafkaException`` keeps catching them. The
+subclasses below say more precisely what went wrong.
+
+:data:`FakeFatalKafkaException` and :data:`FakeNonFatalKafkaException` are ready-made
+exception *instances* (as in the reference client) for test suites that want a listener's
+callback or stream to raise a Kafka error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from adc.errors import KafkaException
+
+__all__ = [
+    "AuthenticationError",
+    "AuthorizationError",
+    "BrokerUnreachableError",
+    "DeliveryError",
+    "FakeFatalKafkaException",
+    "FakeNonFatalKafkaException",
+    "KafkaException",
+    "TopicNotFoundError",
+]
+
+
+class _SyntheticError:
+    """A stand-in for :class:`confluent_kafka.KafkaError` with the methods adc reads."""
+
+    def __init__(self, code: Any, reason: str, fatal: bool, retriable: bool) -> None:
+        self._code = code
+        self._reason = reason
+        self._fatal = fatal
+        self._retriable = retriable
+
+    def code(self) -> Any:
+        return self._code
+
+    def name(self) -> str:
+        return str(self._code)
+
+    def str(self) -> str:
+        return self._reason
+
+    def fatal(self) -> bool:
+        return self._fatal
+
+    def retriable(self) -> bool:
+        return self._retriable
+
+    def __repr__(self) -> str:
+        return f"KafkaError(code={self._code!r}, reason={self._reason!r}, fatal={self._fatal})"
+
+
+class _ClientKafkaException(KafkaException):  # type: ignore[misc]
+    """Base of the client's own Kafka errors: an adc ``KafkaException`` with a clear message.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, for people.
+    error : object, optional
+        The :class:`confluent_kafka.KafkaError` behind it, if any.
+    fatal : bool, optional
+        Whether the error is fatal, when ``error`` is not given.
+    """
+
+    def __init__(self, message: str, error: Any = None, *, fatal: bool = False) -> None:
+        if error is None:
+            error = _SyntheticError(type(self).__name__, message, fatal, not fatal)
+        super().__init__(error)
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class AuthenticationError(_ClientKafkaException):
+    """The broker refused the credential (wrong user name or password, or wrong mechanism)."""
+
+
+class AuthorizationError(_ClientKafkaException):
+    """The credential is valid but lacks an ACL for a topic or consumer group."""
+
+
+class TopicNotFoundError(_ClientKafkaException):
+    """A topic does not exist on the broker."""
+
+
+class BrokerUnreachableError(_ClientKafkaException):
+    """No broker answered within the time allowed."""
+
+
+class DeliveryError(_ClientKafkaException):
+    """An alert could not be delivered to the broker within the time allowed."""
+
+
+#: A fatal :class:`adc.errors.KafkaException` (``.fatal`` is True), for tests.
+FakeFatalKafkaException = KafkaException(
+    _SyntheticError(code=100, reason="fake fatal error", fatal=True, retriable=False)
+)
+
+#: A non-fatal :class:`adc.errors.KafkaException` (``.fatal`` is False), for tests.
+FakeNonFatalKafkaException = KafkaException(
+    _SyntheticError(code=101, reason="fake nonfatal error", fatal=False, retriable=True)
+)

@@ -1,0 +1,60 @@
+"""librdkafka settings shared by the client's readers and writers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+__all__ = ["base_config", "credential_config", "rdkafka_logger"]
+
+#: librdkafka's own log lines go to this logger (debug level and up are forwarded).
+rdkafka_logger = logging.getLogger("igwn_alert.rdkafka")
+
+
+def credential_config(credential: Any) -> dict[str, Any]:
+    """Return the librdkafka settings of a hop credential (empty for none).
+
+    Parameters
+    ----------
+    credential : hop.auth.Auth or None
+        The credential; calling it gives its librdkafka settings.
+
+    Returns
+    -------
+    dict
+        ``security.protocol``, ``sasl.*`` and ``ssl.*`` settings.
+    """
+    if credential is None or credential is False:
+        return {}
+    return dict(credential())
+
+
+def base_config(bootstrap: str, credential: Any, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Return the settings every client of ours starts from.
+
+    Parameters
+    ----------
+    bootstrap : str
+        ``host:port`` of the broker.
+    credential : hop.auth.Auth or None
+        The credential to authenticate with.
+    extra : dict, optional
+        Settings that override the defaults.
+
+    Returns
+    -------
+    dict
+        A librdkafka configuration.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "logger": rdkafka_logger,
+        "reconnect.backoff.ms": 100,
+        "reconnect.backoff.max.ms": 2000,
+        "socket.keepalive.enable": True,
+        "client.id": "igwn-alert",
+    }
+    config.update(credential_config(credential))
+    if extra:
+        config.update(extra)
+    return config

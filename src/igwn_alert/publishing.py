@@ -1,0 +1,300 @@
+"""Publishing: writers that encode alerts the way hop does and send them with confluent-kafka.
+
+A client shares one long-lived :class:`confluent_kafka.Producer` among all its writers
+(:class:`ProducerPool`), so ``connect()`` on many topics and bursts of ``publish()`` cost
+one connection, not one per call. The producer is idempotent (``enable.idempotence``): the
+retries librdkafka makes after a lost acknowledgement never duplicate an alert, and
+``acks=all`` waits for every in-sync replica.
+
+Encoding is hop's (:meth:`hop.io.Producer.pack`): a dict, list or str goes out as hop JSON,
+raw bytes as a hop blob, a hop model as itself; so the bytes on the wire are those of the
+reference client.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import Any, Optional, Union
+
+import confluent_kafka
+from hop.io import Producer as _HopProducer
+
+from . import errors
+from .exceptions import DeliveryError, KafkaException
+from .kafka_config import base_config
+
+__all__ = ["DEFAULT_DELIVERY_TIMEOUT", "AlertWriter", "ProducerPool"]
+
+log = logging.getLogger(__name__)
+
+#: How long an alert may take to reach the broker before it counts as not delivered.
+DEFAULT_DELIVERY_TIMEOUT = timedelta(seconds=30)
+
+_METADATA_TIMEOUT = 10.0
+
+
+class _SharedProducer:
+    """One confluent-kafka producer and the writers that use it."""
+
+    def __init__(self, bootstrap: str, credential: Any, timeout: timedelta) -> None:
+        timeout_ms = max(1, int(timeout.total_seconds() * 1000))
+        self.bootstrap = bootstrap
+        self.credential = credential
+        self.timeout = timeout
+        self.producer = confluent_kafka.Producer(
+            base_config(
+                bootstrap,
+                credential,
+                {
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 1,
+                    "message.timeout.ms": timeout_ms,
+                    "request.timeout.ms": min(timeout_ms, 30000),
+                    "error_cb": self._on_error,
+                },
+            )
+        )
+        self.users = 0
+        self.lock = threading.Lock()
+        self.fatal: Optional[KafkaException] = None
+        self.known_topics: set[str] = set()
+
+    def _on_error(self, error: Any) -> None:
+        exc = errors.exception_for(error, server=self.bootstrap)
+        if exc is not None and self.fatal is None and (error.fatal() or _is_credential(exc)):
+            self.fatal = exc
+        if error.code() in errors.TRANSIENT:
+            log.debug("producer: %s", error.str())
+        else:
+            log.warning("producer error from %s: %s", self.bootstrap, error.str())
+
+    def check_topic(self, topic: str) -> None:
+        """Raise a clear error if ``topic`` is missing or not writable (once per topic)."""
+        if topic in self.known_topics:
+            return
+        try:
+            md = self.producer.list_topics(topic=topic, timeout=_METADATA_TIMEOUT)
+        except confluent_kafka.KafkaException as exc:
+            if self.fatal is not None:
+                raise self.fatal from None
+            raise errors.unreachable(self.bootstrap, exc.args[0].str()) from None
+        if self.fatal is not None:
+            raise self.fatal
+        meta = md.topics.get(topic)
+        if meta is not None and meta.error is not None:
+            exc2 = errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
+            if exc2 is not None:
+                raise exc2
+        self.known_topics.add(topic)
+
+
+def _is_credential(exc: KafkaException) -> bool:
+    from .exceptions import AuthenticationError, AuthorizationError
+
+    return isinstance(exc, (AuthenticationError, AuthorizationError))
+
+
+class ProducerPool:
+    """The producers of one client, one per broker and credential, shared by its writers."""
+
+    def __init__(self, timeout: timedelta = DEFAULT_DELIVERY_TIMEOUT) -> None:
+        self._timeout = timeout
+        self._shared: dict[tuple[str, int], _SharedProducer] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, bootstrap: str, credential: Any) -> _SharedProducer:
+        """Return the shared producer for a broker and credential, creating it if needed."""
+        key = (bootstrap, id(credential))
+        with self._lock:
+            shared = self._shared.get(key)
+            if shared is None:
+                shared = _SharedProducer(bootstrap, credential, self._timeout)
+                self._shared[key] = shared
+            shared.users += 1
+            return shared
+
+    def release(self, shared: _SharedProducer) -> None:
+        """Give a shared producer back; the last user's release drops it."""
+        with self._lock:
+            shared.users -= 1
+            if shared.users <= 0:
+                self._shared.pop((shared.bootstrap, id(shared.credential)), None)
+
+
+class AlertWriter:
+    """A stream opened for writing alerts to one or more topics.
+
+    Instances come from :meth:`igwn_alert.client.open` with mode ``"w"``; the API is that of
+    :class:`hop.io.Producer` (``write``, ``flush``, ``close``, context manager).
+
+    Parameters
+    ----------
+    pool : ProducerPool
+        The client's producers.
+    bootstrap : str
+        ``host:port`` of the broker.
+    topics : list of str
+        Broker topic names; each is checked to exist and be visible.
+    credential : hop.auth.Auth or None
+        The credential.
+    """
+
+    def __init__(
+        self, pool: ProducerPool, bootstrap: str, topics: list[str], credential: Any
+    ) -> None:
+        self._pool = pool
+        self._shared = pool.acquire(bootstrap, credential)
+        self._producer = self._shared.producer
+        self._credential = credential
+        self.topics = list(topics)
+        self.default_topic = self.topics[0] if len(self.topics) == 1 else None
+        self._failures: list[tuple[str, Any]] = []
+        self._closed = False
+        try:
+            for topic in self.topics:
+                self._shared.check_topic(topic)
+        except BaseException:
+            self._release()
+            raise
+
+    def _on_delivery(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self._failures.append((message.topic() if message is not None else "?", error))
+
+    def write(
+        self,
+        message: Any,
+        headers: Any = None,
+        delivery_callback: Any = None,
+        test: bool = False,
+        topic: Optional[str] = None,
+        key: Union[str, bytes, None] = None,
+    ) -> None:
+        """Encode one alert with hop's rules and queue it for sending.
+
+        Parameters
+        ----------
+        message : dict, list, str, bytes or hop model
+            The alert. A str (GraceDB's JSON text) goes out as a hop JSON string.
+        headers : mapping or list of (str, bytes), optional
+            Extra Kafka headers.
+        delivery_callback : callable, optional
+            Called as ``callback(error, message)`` when the broker acknowledges or gives up.
+        test : bool, optional
+            Mark the alert as a hop test message.
+        topic : str, optional
+            The broker topic; needed when the writer has several.
+        key : str or bytes, optional
+            The Kafka message key.
+
+        Raises
+        ------
+        DeliveryError
+            If an earlier alert of this writer could not be delivered.
+        ValueError
+            If the writer is closed, or no topic is given for a multi-topic writer.
+        """
+        if self._closed:
+            raise ValueError("cannot write to a closed writer")
+        self._raise_failures()
+        if topic is None:
+            topic = self.default_topic
+            if topic is None:
+                raise ValueError(f"name the topic to write to: this writer has {self.topics}")
+        elif topic not in self.topics:
+            self._shared.check_topic(topic)
+        payload, full_headers = _HopProducer.pack(
+            message, headers=headers, test=test, auth=self._credential or None
+        )
+        callback = self._on_delivery
+        if delivery_callback is not None:
+            user_callback = delivery_callback
+
+            def callback(error: Any, msg: Any) -> None:
+                self._on_delivery(error, msg)
+                user_callback(error, msg)
+
+        produce = self._producer.produce
+        while True:
+            try:
+                produce(topic, payload, key=key, headers=full_headers, on_delivery=callback)
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: let it drain
+        self._producer.poll(0)
+
+    def flush(self, timeout: Optional[timedelta] = None) -> int:
+        """Send everything queued and wait for the broker's acknowledgements.
+
+        Parameters
+        ----------
+        timeout : datetime.timedelta, optional
+            How long to wait; default the delivery timeout (30 s).
+
+        Returns
+        -------
+        int
+            0: every alert was delivered.
+
+        Raises
+        ------
+        DeliveryError
+            If an alert could not be delivered, or some were still unsent at the timeout.
+        """
+        wait = (timeout or self._shared.timeout).total_seconds()
+        deadline = time.monotonic() + wait
+        remaining = self._producer.flush(wait)
+        while remaining and time.monotonic() < deadline:
+            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        self._raise_failures()
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} alert(s) to {', '.join(self.topics) or 'the broker'} were not "
+                f"delivered within {wait:g} s (is the broker at {self._shared.bootstrap} up?)"
+            )
+        return 0
+
+    def _raise_failures(self) -> None:
+        if self._shared.fatal is not None:
+            raise self._shared.fatal
+        if self._failures:
+            topic, error = self._failures[0]
+            count = len(self._failures)
+            self._failures.clear()
+            raise DeliveryError(
+                f"{count} alert(s) to topic {topic} could not be delivered: {error.str()}", error
+            )
+
+    def close(self) -> int:
+        """Deliver what is queued, then release the connection.
+
+        Returns
+        -------
+        int
+            0.
+
+        Raises
+        ------
+        DeliveryError
+            If queued alerts could not be delivered.
+        """
+        if self._closed:
+            return 0
+        try:
+            return self.flush()
+        finally:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        self._pool.release(self._shared)
+
+    def __enter__(self) -> AlertWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
