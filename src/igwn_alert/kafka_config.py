@@ -7,8 +7,20 @@ from typing import Any, Optional
 
 __all__ = ["base_config", "credential_config", "rdkafka_logger"]
 
-#: librdkafka's own log lines go to this logger (debug level and up are forwarded).
+#: librdkafka's own log lines go to this logger, at debug level: the client reports the
+#: errors that matter itself (once per outage), through ``error_cb``.
 rdkafka_logger = logging.getLogger("igwn_alert.rdkafka")
+
+
+class _DebugOnly:
+    """A logger for librdkafka that files every line at debug level."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if rdkafka_logger.isEnabledFor(logging.DEBUG):
+            rdkafka_logger.debug(msg, *args)
+
+
+_RDKAFKA_LOG = _DebugOnly()
 
 
 def credential_config(credential: Any) -> dict[str, Any]:
@@ -48,7 +60,7 @@ def base_config(bootstrap: str, credential: Any, extra: Optional[dict[str, Any]]
     """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
-        "logger": rdkafka_logger,
+        "logger": _RDKAFKA_LOG,
         "reconnect.backoff.ms": 100,
         "reconnect.backoff.max.ms": 2000,
         "socket.keepalive.enable": True,

@@ -1,0 +1,74 @@
+"""A quick check that a broker answers and accepts a credential, naming what is wrong."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import confluent_kafka
+
+from . import errors
+from .exceptions import KafkaException
+from .kafka_config import base_config
+
+__all__ = ["probe"]
+
+log = logging.getLogger(__name__)
+
+
+def probe(bootstrap: str, credential: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """Connect to a broker and list the topics the credential may see.
+
+    Unlike a bare metadata request, a refused credential is reported as such within a second
+    or two instead of as a time-out.
+
+    Parameters
+    ----------
+    bootstrap : str
+        ``host:port`` of the broker.
+    credential : hop.auth.Auth or None
+        The credential.
+    timeout : float, optional
+        Seconds to wait for an answer.
+
+    Returns
+    -------
+    dict
+        Topic name -> :class:`confluent_kafka.admin.TopicMetadata`.
+
+    Raises
+    ------
+    igwn_alert.exceptions.AuthenticationError
+        If the broker refused the credential.
+    igwn_alert.exceptions.BrokerUnreachableError
+        If the broker did not answer in time.
+    """
+    refused: list[KafkaException] = []
+    done = threading.Event()
+
+    def on_error(error: Any) -> None:
+        exc = errors.exception_for(error, server=bootstrap)
+        if exc is not None:
+            refused.append(exc)
+            done.set()
+
+    admin = confluent_kafka.admin.AdminClient(
+        base_config(bootstrap, credential, {"error_cb": on_error})
+    )
+    deadline_slices = max(1, int(timeout / 0.5))
+    last = "no answer"
+    for _ in range(deadline_slices):
+        try:
+            md = admin.list_topics(timeout=0.5)
+        except confluent_kafka.KafkaException as exc:
+            last = exc.args[0].str()
+            admin.poll(0)
+            if refused:
+                raise refused[0] from None
+            continue
+        return {name: meta for name, meta in md.topics.items() if meta.error is None}
+    admin.poll(0)
+    if refused:
+        raise refused[0]
+    raise errors.unreachable(bootstrap, last)
