@@ -12,11 +12,11 @@ import logging
 import threading
 import warnings
 from datetime import timedelta
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union, overload
 from urllib.parse import unquote
 
 import hop
-import hop.list_topics  # noqa: F401 - looked up as hop.list_topics at call time
+import hop.list_topics
 from adc.kafka import parse_kafka_url
 from hop import Stream
 from hop.auth import AmbiguousCredentialError, Auth, select_matching_auth
@@ -192,6 +192,26 @@ class client(Stream):  # type: ignore[misc]
         return topic_url(self.base_url_prefix, topics)
 
     # -- streams ----------------------------------------------------------------------------
+
+    @overload
+    def open(
+        self,
+        url: str,
+        mode: Literal["w"],
+        group_id: Optional[str] = None,
+        ignoretest: bool = True,
+        **kwargs: Any,
+    ) -> AlertWriter: ...
+
+    @overload
+    def open(
+        self,
+        url: str,
+        mode: Literal["r"] = "r",
+        group_id: Optional[str] = None,
+        ignoretest: bool = True,
+        **kwargs: Any,
+    ) -> AlertReader: ...
 
     def open(
         self,

@@ -11,7 +11,8 @@ callback or stream to raise a Kafka error.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import builtins
+from typing import Any
 
 from adc.errors import KafkaException
 
@@ -42,9 +43,6 @@ class _SyntheticError:
     def name(self) -> str:
         return str(self._code)
 
-    def str(self) -> str:
-        return self._reason
-
     def fatal(self) -> bool:
         return self._fatal
 
@@ -53,6 +51,9 @@ class _SyntheticError:
 
     def __repr__(self) -> str:
         return f"KafkaError(code={self._code!r}, reason={self._reason!r}, fatal={self._fatal})"
+
+    def str(self) -> builtins.str:
+        return self._reason
 
 
 class _ClientKafkaException(KafkaException):  # type: ignore[misc]

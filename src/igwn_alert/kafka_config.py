@@ -41,7 +41,9 @@ def credential_config(credential: Any) -> dict[str, Any]:
     return dict(credential())
 
 
-def base_config(bootstrap: str, credential: Any, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def base_config(
+    bootstrap: str, credential: Any, extra: Optional[dict[str, Any]] = None
+) -> dict[str, Any]:
     """Return the settings every client of ours starts from.
 
     Parameters

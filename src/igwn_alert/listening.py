@@ -66,7 +66,9 @@ def parse_since(since: Since) -> Any:
             return StartPosition.EARLIEST
         if word == "latest":
             return StartPosition.LATEST
-        raise ValueError(f"since must be 'earliest', 'latest', a datetime or a timedelta: {since!r}")
+        raise ValueError(
+            f"since must be 'earliest', 'latest', a datetime or a timedelta: {since!r}"
+        )
     if isinstance(since, datetime):
         return since if since.tzinfo else since.replace(tzinfo=timezone.utc)
     if isinstance(since, timedelta):

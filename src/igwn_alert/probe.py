@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import confluent_kafka
+import confluent_kafka.admin
 
 from . import errors
 from .exceptions import KafkaException

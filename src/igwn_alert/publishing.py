@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from datetime import timedelta
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import confluent_kafka
 from hop.io import Producer as _HopProducer
@@ -210,13 +210,15 @@ class AlertWriter:
         payload, full_headers = _HopProducer.pack(
             message, headers=headers, test=test, auth=self._credential or None
         )
-        callback = self._on_delivery
+        callback: Callable[[Any, Any], None] = self._on_delivery
         if delivery_callback is not None:
             user_callback = delivery_callback
 
-            def callback(error: Any, msg: Any) -> None:
+            def both(error: Any, msg: Any) -> None:
                 self._on_delivery(error, msg)
                 user_callback(error, msg)
+
+            callback = both
 
         produce = self._producer.produce
         while True:

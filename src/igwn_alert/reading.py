@@ -34,7 +34,7 @@ from hop.io import Deserializer, Metadata, StartPosition
 from hop.models import Blob, JSONBlob
 
 from . import errors
-from .exceptions import KafkaException
+from .exceptions import BrokerUnreachableError, KafkaException, TopicNotFoundError
 from .kafka_config import base_config
 
 __all__ = ["AlertReader", "StartSpec", "decode_message"]
@@ -226,7 +226,7 @@ class AlertReader:
         meta = md.topics.get(topic)
         if meta is not None and meta.error is not None:
             exc = errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
-            if exc is not None and not isinstance(exc, errors.TopicNotFoundError):
+            if exc is not None and not isinstance(exc, TopicNotFoundError):
                 raise exc
             return None
         return meta
@@ -351,7 +351,7 @@ class AlertReader:
                         return
                     found = self._describe(warn=False, timeout=_WATCH_TIMEOUT)
             except KafkaException as exc:
-                if self._pending is None and not isinstance(exc, errors.BrokerUnreachableError):
+                if self._pending is None and not isinstance(exc, BrokerUnreachableError):
                     self._pending = exc
                 continue
             except Exception as exc:  # noqa: BLE001 - keep watching through outages

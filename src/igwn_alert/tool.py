@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
         "-l",
         "--log",
         default="error",
-        choices="critical error warning info debug".split(),
+        choices=["critical", "error", "warning", "info", "debug"],
         help="log level (default: error)",
     )
     p.add_argument("-n", "--netrc", metavar="FILE", help="read the credential from this netrc")
@@ -108,9 +108,7 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_LISTEN_RETRIES,
         help="reconnection attempts after fatal errors",
     )
-    p.add_argument(
-        "-u", "--username", help="use this user's credential (from auth.toml or netrc)"
-    )
+    p.add_argument("-u", "--username", help="use this user's credential (from auth.toml or netrc)")
     p.add_argument(
         "-w",
         "--retry_wait",
@@ -160,7 +158,9 @@ def _credential(opts: argparse.Namespace) -> Any:
         except FileNotFoundError:
             raise CommandError(f"netrc file {opts.netrc} does not exist") from None
         except Exception as exc:  # noqa: BLE001 - netrc.NetrcParseError and friends
-            raise CommandError(f"cannot read netrc file {opts.netrc}: {type(exc).__name__}") from None
+            raise CommandError(
+                f"cannot read netrc file {opts.netrc}: {type(exc).__name__}"
+            ) from None
         if found is None:
             host, _ = server_address(opts.server, opts.port)
             raise CommandError(f"netrc file {opts.netrc} has no entry for {host}")
@@ -257,7 +257,9 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         The exit status: 0 on success or Ctrl-C, 1 on an error (reported on stderr).
     """
     opts = parser().parse_args(args)
-    logging.basicConfig(level=opts.log.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=opts.log.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return _run(opts)
     except KeyboardInterrupt:

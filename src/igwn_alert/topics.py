@@ -183,4 +183,3 @@ def normalize_topics(topics: TopicSpec | Mapping[str, object] | None) -> list[st
         if topic not in names:
             names.append(topic)
     return names
-
