@@ -97,18 +97,26 @@ def _is_exception(item: Any) -> bool:
     )
 
 
+def _play(items: tuple[Any, ...]) -> Iterator[Any]:
+    for item in items:
+        if _is_exception(item):
+            raise item
+        if callable(item):
+            item()  # e.g. client.stop, as if called from another thread
+            continue
+        yield item
+
+
 def fake_stream(*items: Any) -> mock.MagicMock:
     """A MagicMock stream: ``with stream as s: s.read(...)`` yields ``items`` in order.
 
-    An item that is an exception (class or instance) is raised when reached.
+    An item that is an exception (class or instance) is raised when reached; any other
+    callable item is called (``client.stop`` ends a listen() there).
     """
     stream = mock.MagicMock(name="stream")
 
     def read(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        for item in items:
-            if _is_exception(item):
-                raise item
-            yield item
+        yield from _play(items)
 
     stream.__enter__.return_value.read.side_effect = read
     return stream
@@ -129,10 +137,7 @@ def blocking_stream(*items: Any, limit: float = 5.0) -> mock.MagicMock:
     stream.__exit__.return_value = False
 
     def read(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        for item in items:
-            if _is_exception(item):
-                raise item
-            yield item
+        yield from _play(items)
         stopped.wait(limit)
 
     stream.read.side_effect = read
@@ -290,6 +295,8 @@ class FakeConsumer:
 
     queue: list[FakeMessage] = []
     instances: list[FakeConsumer] = []
+    missing: set[str] = set()  # topics the broker does not know
+    END = 42  # the "newest" offset of every partition
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -306,7 +313,7 @@ class FakeConsumer:
         names = {m.topic() for m in type(self).queue} | set(self.subscribed)
         if topic is not None:
             names.add(topic)
-        return _metadata(sorted(names))
+        return _metadata(sorted(names - type(self).missing))
 
     def subscribe(self, topics: list[str], on_assign: Any = None, **kwargs: Any) -> None:
         from confluent_kafka import TopicPartition
@@ -324,7 +331,10 @@ class FakeConsumer:
     def offsets_for_times(self, partitions: list[Any], timeout: float = -1) -> list[Any]:
         from confluent_kafka import TopicPartition
 
-        return [TopicPartition(tp.topic, tp.partition, 0) for tp in partitions]
+        return [
+            TopicPartition(tp.topic, tp.partition, self.END if tp.offset == -1 else 0)
+            for tp in partitions
+        ]
 
     def incremental_assign(self, partitions: list[Any]) -> None:
         self.assigned.extend(partitions)
@@ -356,6 +366,7 @@ def fake_consumer(monkeypatch: pytest.MonkeyPatch) -> type[FakeConsumer]:
 
     monkeypatch.setattr(FakeConsumer, "queue", [])
     monkeypatch.setattr(FakeConsumer, "instances", [])
+    monkeypatch.setattr(FakeConsumer, "missing", set())
     monkeypatch.setattr(reading.confluent_kafka, "Consumer", FakeConsumer)
     return FakeConsumer
 
