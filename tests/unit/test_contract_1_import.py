@@ -32,7 +32,7 @@ def test_1_1_client_module_holds_batch_defaults():
 
     assert client_module.DEFAULT_BATCH_SIZE == 1
     assert isinstance(client_module.DEFAULT_BATCH_TIMEOUT, timedelta)
-    assert client_module.DEFAULT_BATCH_TIMEOUT == timedelta(seconds=0.2)
+    assert timedelta(seconds=0.2) == client_module.DEFAULT_BATCH_TIMEOUT
 
 
 def test_1_2_package_attribute_client_is_the_class():
@@ -45,9 +45,8 @@ def test_1_2_package_attribute_client_is_the_class():
 
 
 def test_1_2_from_import_gives_the_class():
-    from igwn_alert import client
-
     import igwn_alert
+    from igwn_alert import client
 
     assert client is igwn_alert.client
 

@@ -6,8 +6,8 @@ import inspect
 import os
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 from datetime import timedelta
 from pathlib import Path
 

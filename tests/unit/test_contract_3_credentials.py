@@ -286,9 +286,7 @@ def test_3_8_malformed_netrc_is_not_fatal_and_not_leaked(isolated_home, fakes):
 
 
 def _all_log_text(caplog) -> str:
-    return "\n".join(
-        f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records
-    )
+    return "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
 
 
 def test_3_secrets_not_in_repr_or_str():

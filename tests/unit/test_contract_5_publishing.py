@@ -220,9 +220,7 @@ def test_5_5_publish_reuses_one_producer_and_one_topic_check(c, fake_producer):
     assert len(fake_producer.instances) == 1
     producer = fake_producer.instances[0]
     assert producer.list_topics_calls == ["test.topic1"]
-    assert [json.loads(value) for _, value, _ in producer.produced] == [
-        {"n": i} for i in range(5)
-    ]
+    assert [json.loads(value) for _, value, _ in producer.produced] == [{"n": i} for i in range(5)]
 
 
 def test_5_5_publish_returns_once_delivered(c, fake_producer, monkeypatch):

@@ -52,7 +52,7 @@ def run_in_thread(target, *args, **kwargs):
     def body():
         try:
             outcome["result"] = target(*args, **kwargs)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the test looks at whatever it was
             outcome["error"] = exc
 
     thread = threading.Thread(target=body, daemon=True)
@@ -209,14 +209,12 @@ def test_6_2_wire_raw_bytes_not_json_warn_and_pass(c, fake_consumer, fakes):
     message = fakes.wire_message("test.topic1", b"\x00\x01 not json")
     with pytest.warns(UserWarning):
         calls = _wire_listen(c, fake_consumer, fakes, [message])
-    (topic, payload), = calls
+    ((topic, payload),) = calls
     assert topic == "topic1"
     assert getattr(payload, "content", payload) == b"\x00\x01 not json"
 
 
-def test_6_2_wire_hop_test_messages_skipped_and_bad_json_label_not_fatal(
-    c, fake_consumer, fakes
-):
+def test_6_2_wire_hop_test_messages_skipped_and_bad_json_label_not_fatal(c, fake_consumer, fakes):
     bad = fakes.FakeMessage("test.topic1", b"{not json", [("_format", b"json")], offset=0)
     good = fakes.wire_message("test.topic1", {"ok": True}, offset=1)
     fake_consumer.queue = [bad, good]
@@ -319,7 +317,9 @@ def test_6_5_fatal_from_stream_without_retry_raises_and_closes(c, patched_open, 
 
 
 def test_6_5_fatal_from_callback_without_retry_raises_and_closes(c, patched_open, fakes):
-    stream = fakes.fake_stream((b"{}", fakes.meta("test.topic1")), (b"{}", fakes.meta("test.topic1")))
+    stream = fakes.fake_stream(
+        (b"{}", fakes.meta("test.topic1")), (b"{}", fakes.meta("test.topic1"))
+    )
     patched_open.return_value = stream
 
     def callback(topic, payload):
@@ -411,9 +411,7 @@ def test_6_5_nonfatal_from_stream_logged_and_listening_goes_on(c, patched_open, 
     assert any(r.levelno >= logging.WARNING for r in caplog.records)
 
 
-def test_6_5_nonfatal_from_callback_logged_and_next_alert_delivered(
-    c, patched_open, fakes, caplog
-):
+def test_6_5_nonfatal_from_callback_logged_and_next_alert_delivered(c, patched_open, fakes, caplog):
     stream = fakes.fake_stream(
         (b'{"n": 1}', fakes.meta("test.topic1")),
         (b'{"n": 2}', fakes.meta("test.topic1")),
@@ -538,9 +536,7 @@ def test_6_7_keyboard_interrupt_from_print_propagates(c, patched_open, fakes):
 # -- 6.8 delivery: an alert is done only after the callback returned -------------------------
 
 
-def test_6_8_callback_exception_propagates_and_that_alert_not_marked_done(
-    patched_open, fakes
-):
+def test_6_8_callback_exception_propagates_and_that_alert_not_marked_done(patched_open, fakes):
     c = client(noauth=True, group="test", consumer_group="cg")
     m1, m2, m3 = (fakes.meta("test.topic1", offset=i) for i in range(3))
     stream = fakes.fake_stream((b'{"n": 1}', m1), (b'{"n": 2}', m2), (b'{"n": 3}', m3))
@@ -549,15 +545,15 @@ def test_6_8_callback_exception_propagates_and_that_alert_not_marked_done(
     order = []
     reader.mark_done.side_effect = lambda meta, *a, **k: order.append(("done", meta.offset))
 
-    class Boom(Exception):
+    class CallbackError(Exception):
         pass
 
     def callback(topic, payload):
         order.append(("callback", payload["n"]))
         if payload["n"] == 2:
-            raise Boom
+            raise CallbackError
 
-    with pytest.raises(Boom):
+    with pytest.raises(CallbackError):
         c.listen(callback, "topic1")
     assert order == [("callback", 1), ("done", 0), ("callback", 2)]
     assert [call.args[0] for call in reader.mark_done.call_args_list] == [m1]
@@ -578,18 +574,16 @@ def test_6_8_every_returned_alert_is_marked_done(patched_open, fakes):
 
 def test_6_8_real_reader_stores_offset_only_after_callback_returned(fake_consumer, fakes):
     c = client(noauth=True, group="test", consumer_group="cg")
-    fake_consumer.queue = [
-        fakes.wire_message("test.topic1", {"n": i}, offset=i) for i in range(3)
-    ]
+    fake_consumer.queue = [fakes.wire_message("test.topic1", {"n": i}, offset=i) for i in range(3)]
 
-    class Boom(Exception):
+    class CallbackError(Exception):
         pass
 
     def callback(topic, payload):
         if payload["n"] == 1:
-            raise Boom
+            raise CallbackError
 
-    with pytest.raises(Boom):
+    with pytest.raises(CallbackError):
         c.listen(callback, "topic1")
     consumer = fake_consumer.instances[0]
     assert consumer.config["group.id"] == "cg"

@@ -33,7 +33,7 @@ def patched_list_topics(topics=BROKER_TOPICS):
 
 
 def test_7_1_short_names_of_the_group_in_broker_order():
-    patcher, fake = patched_list_topics()
+    patcher, _fake = patched_list_topics()
     c = client(noauth=True, server="kafka://test.server", port=1234, group="gracedb")
     with patcher:
         topics = c.get_topics()

@@ -35,4 +35,3 @@ def test_8_deprecated_methods_warn_and_do_nothing(patched_open, method, args):
     assert "deprecated" in str(caught[0].message).lower()
     patched_open.assert_not_called()
     assert c.sessions == {}
-

@@ -41,9 +41,10 @@ def cli():
         state.instances.append(instance)
         return instance
 
-    with mock.patch.object(tool, "client", side_effect=make_client) as cls, mock.patch.object(
-        tool, "probe", side_effect=lambda *a, **k: dict(state.topics)
-    ) as probe:
+    with (
+        mock.patch.object(tool, "client", side_effect=make_client) as cls,
+        mock.patch.object(tool, "probe", side_effect=lambda *a, **k: dict(state.topics)) as probe,
+    ):
         state.cls = cls
         state.probe = probe
         yield state
@@ -154,7 +155,7 @@ def test_9_2_topics_output_format(cli, capsys):
 
     cli.cls.side_effect = make
     assert run(["--no-auth", "-g", "gracedb-test", "topics"]) == 0
-    out, err = capsys.readouterr()
+    out, _err = capsys.readouterr()
     assert out == (
         "Topics for group gracedb-test associated with the current credential:\n"
         "superevent\ncbc.gstlal\n"

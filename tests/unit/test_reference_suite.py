@@ -149,9 +149,7 @@ def test_reference_suite_passes_against_this_package(tmp_path):
     for nodeid in DESELECTED:
         args += ["--deselect", nodeid]
     args += ["-q", "-rfE", "test_igwn_alert.py"]
-    run = subprocess.run(
-        args, capture_output=True, text=True, env=env, cwd=tests_dir, timeout=600
-    )
+    run = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tests_dir, timeout=600)
     report = f"status {run.returncode}\n{run.stdout}\n{run.stderr}"
     summary_lines = [
         line for line in run.stdout.splitlines() if re.search(r"\d+ (passed|failed)", line)
