@@ -297,6 +297,7 @@ class FakeConsumer:
     instances: list[FakeConsumer] = []
     missing: set[str] = set()  # topics the broker does not know
     END = 42  # the "newest" offset of every partition
+    COMMITTED = 0  # where the consumer group left off
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -326,7 +327,7 @@ class FakeConsumer:
     def committed(self, partitions: list[Any], timeout: float = -1) -> list[Any]:
         from confluent_kafka import TopicPartition
 
-        return [TopicPartition(tp.topic, tp.partition, 0) for tp in partitions]
+        return [TopicPartition(tp.topic, tp.partition, self.COMMITTED) for tp in partitions]
 
     def offsets_for_times(self, partitions: list[Any], timeout: float = -1) -> list[Any]:
         from confluent_kafka import TopicPartition

@@ -608,6 +608,20 @@ def test_6_9_private_listener_starts_at_the_newest_alert(c, fake_consumer):
     ]
 
 
+def test_6_9_consumer_group_resumes_where_it_left_off(fake_consumer, monkeypatch):
+    monkeypatch.setattr(fake_consumer, "COMMITTED", 17)
+    c = client(noauth=True, group="test", consumer_group="cg")
+    thread, outcome = run_in_thread(c.listen, Recorder(), "topic1")
+    time.sleep(0.3)
+    c.stop()
+    thread.join(2)
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    consumer = fake_consumer.instances[0]
+    assert consumer.config["group.id"] == "cg"
+    assert consumer.subscribed == ["test.topic1"]  # a real group join: partitions are shared
+    assert [(tp.topic, tp.offset) for tp in consumer.assigned] == [("test.topic1", 17)]
+
+
 def test_6_9_missing_topic_is_not_fatal(c, fake_consumer, caplog):
     fake_consumer.missing = {"test.nosuch"}
     with caplog.at_level(logging.WARNING):
