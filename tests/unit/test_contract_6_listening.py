@@ -111,6 +111,19 @@ def test_6_1_empty_collection_warns_and_means_every_topic(c, patched_open, fakes
     assert listen_url(patched_open) == "kafka://test.server:1234/test.a"
 
 
+def test_6_1_empty_str_topic_warns_and_means_every_topic(c, patched_open, fakes):
+    """``topic=""`` is empty too: the reference (``if topic:``) listens to every topic.
+
+    Listening to the broker topic ``test.`` instead would silently deliver nothing.
+    """
+    patched_open.return_value = fakes.fake_stream(c.stop)
+    with mock.patch.object(igwn_alert.client, "get_topics", return_value=["a"]) as gt:
+        with pytest.warns(UserWarning):
+            c.listen(Recorder(), "")
+    gt.assert_called_once_with()
+    assert listen_url(patched_open) == "kafka://test.server:1234/test.a"
+
+
 def test_6_1_consumer_group_is_the_streams_group_id(patched_open, fakes):
     c = client(noauth=True, server="kafka://test.server", port=1234, group="t", consumer_group="cg")
     patched_open.return_value = fakes.fake_stream(c.stop)
