@@ -6,8 +6,8 @@
 (and any other Kafka client, in this process or another one) to publish and listen
 without credentials.
 
-Two backends
-------------
+.. rubric:: Two backends
+
 ``native`` (preferred, chosen automatically when available)
     The mock cluster is created through librdkafka's C API (``rd_kafka_mock_*``), loaded
     with :mod:`ctypes` from the very library that ``confluent_kafka`` uses. This gives
@@ -20,8 +20,8 @@ Two backends
     auto-creation (always 4 partitions), and a consumer group's first join waits the
     mock's fixed initial rebalance delay of about 3 s.
 
-What the mock cluster does and does not do
-------------------------------------------
+.. rubric:: What the mock cluster does and does not do
+
 Measured with confluent-kafka 2.16 (librdkafka 2.16):
 
 * Supported: Produce, Fetch, Metadata, ListOffsets (earliest / latest; a timestamp

@@ -4,8 +4,8 @@
 keywords, same methods, same error messages, same decoding of payloads, same callback
 call) but publishes to and listens on an :class:`InMemoryBroker`, a plain Python object.
 
-How delivery works
-------------------
+.. rubric:: How delivery works
+
 * The bus keeps one ordered log of every alert published or injected, over all topics.
   Alerts are encoded and decoded exactly as on Kafka (hop's encoding), so a ``str``
   arrives as a ``str`` and a ``dict`` as a ``dict``.
