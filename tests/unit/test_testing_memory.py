@@ -281,6 +281,14 @@ def test_listen_empty_collection_warns_and_means_all(bus: InMemoryBroker) -> Non
     assert got.payloads == ["s"]
 
 
+def test_listen_empty_str_means_all(bus: InMemoryBroker) -> None:
+    bus.inject("superevent", "s")
+    got = Recorder()
+    with pytest.warns(UserWarning, match="empty topic collection"):
+        InMemoryClient(broker=bus).listen(got, "")
+    assert got.payloads == ["s"]
+
+
 def test_listen_without_topics_on_an_empty_bus(bus: InMemoryBroker) -> None:
     with pytest.raises(ValueError, match="no topics"):
         InMemoryClient(broker=bus).listen(Recorder())

@@ -792,8 +792,8 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
             Called as ``callback(topic=<short name>, payload=<payload>)``; None prints
             ``New message from topic <full name>:`` and the payload, as the real client.
         topic : str or iterable of str, optional
-            Short topic names; None (or, with a warning, an empty collection) means every
-            topic of the group on the bus.
+            Short topic names; None (or, with a warning, an empty collection or ``""``)
+            means every topic of the group on the bus.
         since : None, "earliest", "latest", datetime or timedelta, optional
             Where to start: None continues from this listener's position (the beginning of
             the log for a new one).
@@ -813,7 +813,7 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
         Exception
             Whatever the callback raised (that alert will be delivered again).
         """
-        names = normalize_topics(topic)
+        names = normalize_topics(topic) if topic else []
         if not names:
             if topic is not None:
                 warnings.warn(
