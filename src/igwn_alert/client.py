@@ -447,7 +447,7 @@ class client(Stream):  # type: ignore[misc]
         for name in normalize_topics(topic):
             writer = self._publishers.get(name)
             if writer is None:
-                writer = self.open(self._construct_topic_url(name), "w")
+                writer = self.open(self._construct_topic_url(name), "w").__enter__()
                 self._publishers[name] = writer
             writer.write(msg)
             writer.flush()

@@ -123,6 +123,8 @@ def netrc_credential(server: str, port: int, path: Optional[str] = None) -> Opti
         path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
     if not os.path.exists(path):
         raise FileNotFoundError(path)
+    if os.stat(path).st_mode & 0o077:
+        raise _netrc.NetrcParseError("it is readable by others: run chmod 600 on it", path)
     host, _ = server_address(server, port)
     entries = _netrc.netrc(path)
     for machine in (server, f"{host}:{port}", host):
@@ -238,8 +240,14 @@ def resolve_credentials(
         log.debug("hop auth.toml not usable (%s); trying netrc", type(exc).__name__)
     try:
         found = netrc_credential(server, port)
-    except (OSError, _netrc.NetrcParseError) as exc:
+    except OSError as exc:
         log.debug("netrc not usable: %s", type(exc).__name__)
+        found = None
+    except _netrc.NetrcParseError as exc:
+        # never echo the parser's message: it may quote a token of the file
+        where = f"{exc.filename}, line {exc.lineno}" if exc.lineno else exc.filename
+        reason = exc.msg if "readable by others" in exc.msg else "it cannot be parsed"
+        warnings.warn(f"ignoring the netrc file ({where}): {reason}", UserWarning, stacklevel=3)
         found = None
     if found is not None:
         return found

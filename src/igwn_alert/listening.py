@@ -248,7 +248,7 @@ def resolve_listen_topics(client: Client, topic: Optional[Iterable[str] | str]) 
     ValueError
         If the group has no topics at all.
     """
-    names = normalize_topics(topic)
+    names = [name for name in normalize_topics(topic) if name]
     if not names:
         if topic is not None:
             warnings.warn(

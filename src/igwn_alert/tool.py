@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import netrc
 import re
 import signal
 import sys
@@ -264,6 +265,14 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         return _run(opts)
     except KeyboardInterrupt:
         return 0
-    except (CommandError, KafkaException, OSError, ValueError, RuntimeError, LookupError) as exc:
+    except (
+        CommandError,
+        KafkaException,
+        OSError,
+        ValueError,
+        RuntimeError,
+        LookupError,
+        netrc.NetrcParseError,
+    ) as exc:
         print(f"igwn-alert: error: {exc}", file=sys.stderr)
         return 1

@@ -191,7 +191,8 @@ def test_5_5_publish_without_connect_writes_and_flushes(c, patched_open):
     made = _writers(patched_open)
     c.publish("topic1", '{"a": 1}')
     patched_open.assert_called_once_with("kafka://test.server:1234/test.topic1", "w")
-    writer = made[0]
+    # like the reference's `with self.open(...) as s: s.write(msg)`: the entered stream
+    writer = made[0].__enter__.return_value
     names = [name for name, _, _ in writer.mock_calls]
     assert names.index("write") < names.index("flush"), names
     writer.write.assert_called_once_with('{"a": 1}')
@@ -202,8 +203,9 @@ def test_5_5_publish_reuses_writers(c, patched_open):
     c.publish("topic1", "one")
     c.publish("topic1", "two")
     assert patched_open.call_count == 1
-    assert [call.args for call in made[0].write.call_args_list] == [("one",), ("two",)]
-    assert made[0].flush.call_count == 2  # each publish() returns once delivered
+    writer = made[0].__enter__.return_value  # the stream as the reference's `with` enters it
+    assert [call.args for call in writer.write.call_args_list] == [("one",), ("two",)]
+    assert writer.flush.call_count == 2  # each publish() returns once delivered
 
 
 def test_5_5_publish_does_not_touch_sessions(c, patched_open):
