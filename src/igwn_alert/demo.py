@@ -101,6 +101,7 @@ class _AlertCounter:
         self._target = target
         self._at_line_start = True
         self._count = 0
+        self._aborted = False
         self._changed = threading.Condition()
 
     def write(self, text: str) -> int:
@@ -128,10 +129,18 @@ class _AlertCounter:
     def flush(self) -> None:
         self._target.flush()
 
+    def abort(self) -> None:
+        """Wake up :meth:`wait_for`: no more alerts will come."""
+        with self._changed:
+            self._aborted = True
+            self._changed.notify_all()
+
     def wait_for(self, count: int, deadline: float) -> bool:
-        """Wait until ``count`` alerts were printed or ``deadline`` (monotonic) passes."""
+        """Wait until ``count`` alerts were printed, :meth:`abort` or ``deadline`` (monotonic)."""
         with self._changed:
             while self._count < count:
+                if self._aborted:
+                    return False
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -194,6 +203,8 @@ def run_demo(
     ------
     DemoError
         If not every alert arrived within ``timeout`` seconds, or the listener failed.
+    BrokenPipeError
+        If ``stream`` was closed by its reader.
     """
     from . import client as Client  # the class; imported here so the CLI starts fast
     from .embedded_broker import EmbeddedBroker
@@ -227,6 +238,7 @@ def run_demo(
                 listener.listen(None, topics)
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 failure.append(exc)
+                counter.abort()
 
         thread = threading.Thread(target=listen, name="igwn-alert-demo-listener", daemon=True)
         saved_stdout = sys.stdout
@@ -300,4 +312,6 @@ def _wait_printed(
 
 def _check(failure: list[BaseException]) -> None:
     if failure:
+        if isinstance(failure[0], BrokenPipeError):
+            raise failure[0]  # the output was closed (``igwn-alert demo | head``)
         raise DemoError(f"the demo listener failed: {failure[0]!r}") from failure[0]

@@ -367,7 +367,8 @@ class _PortForwarder:
         try:
             self._server = socket.create_server((HOST, port))
         except OSError as exc:
-            raise EmbeddedBrokerError(f"cannot listen on {HOST}:{port}: {exc}") from exc
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise EmbeddedBrokerError(f"cannot listen on {HOST}:{port}: {reason}") from exc
         self._server.settimeout(0.2)
         self.port = int(self._server.getsockname()[1])
         self._stopping = threading.Event()

@@ -133,3 +133,46 @@ def test_alert_counter_counts_line_starts() -> None:
     counter.write("New message from topic c:\nNew message from topic d:\n")
     assert counter.count == 3
     assert target.getvalue().count("New message") == 4
+
+
+class ClosingStream(io.StringIO):
+    """A stream whose reader goes away after the first line (``igwn-alert demo | head -1``)."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_run_demo_closed_output_is_a_broken_pipe_promptly() -> None:
+    start = time.monotonic()
+    with pytest.raises(BrokenPipeError):
+        run_demo(ClosingStream(), timeout=30)
+    assert time.monotonic() - start < 10
+
+
+def test_run_demo_listener_failing_midway_is_reported_promptly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import igwn_alert
+
+    real = igwn_alert.client
+
+    def failing_client(*args: Any, **kwargs: Any) -> Any:
+        made = real(*args, **kwargs)
+        listen = made.listen
+
+        def failing_listen(callback: Any = None, topic: Any = None) -> None:
+            def once(topic: str, payload: Any) -> None:
+                raise ValueError("bad alert")
+
+            listen(once, topic)
+
+        made.listen = failing_listen
+        return made
+
+    monkeypatch.setattr(igwn_alert, "client", failing_client)
+    start = time.monotonic()
+    with pytest.raises(DemoError, match="bad alert"):
+        run_demo(io.StringIO(), timeout=30)
+    assert time.monotonic() - start < 10

@@ -220,7 +220,9 @@ def test_fixed_port_in_use_is_a_clear_error() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        with pytest.raises(EmbeddedBrokerError, match=f"cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(
+            EmbeddedBrokerError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use$"
+        ):
             EmbeddedBroker(port).start()
 
 
