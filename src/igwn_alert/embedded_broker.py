@@ -739,7 +739,7 @@ def serve(
     """
     out = sys.stdout if stream is None else stream
     stop = stop_event if stop_event is not None else threading.Event()
-    with EmbeddedBroker(port) as broker:
+    with EmbeddedBroker(port) as broker, _stop_on_sigterm(stop):
         broker.create_topics([f"{group}.{t}" for t in topics], partitions=partitions)
         group_option = "" if group == "gracedb" else f" -g {group}"
         out.write(f"igwn-alert embedded broker listening on {broker.url}\n")
@@ -748,12 +748,11 @@ def serve(
             "--no-auth listen\n"
         )
         out.flush()
-        with _stop_on_sigterm(stop):
-            try:
-                while not stop.wait(0.25):
-                    pass
-            except KeyboardInterrupt:
-                log.info("embedded broker interrupted")
+        try:
+            while not stop.wait(0.25):
+                pass
+        except KeyboardInterrupt:
+            log.info("embedded broker interrupted")
     log.info("embedded broker server finished")
 
 
