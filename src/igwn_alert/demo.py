@@ -250,10 +250,12 @@ def run_demo(
             publisher.connect(topics)
             try:
                 previous = None
+                # Kafka keeps the order within a partition only: before switching topic
+                # (or before every alert, if topics have several partitions), wait until
+                # what was sent has been printed.
+                one_by_one = pause > 0 or not broker.native
                 for number, alert in enumerate(alerts, start=1):
-                    # Kafka keeps the order within a topic, not across topics: before
-                    # switching topic, wait until what was sent has been printed.
-                    if previous is not None and (pause > 0 or alert.topic != previous):
+                    if previous is not None and (one_by_one or alert.topic != previous):
                         _wait_printed(counter, number - 1, len(alerts), deadline, timeout, failure)
                         if pause > 0:
                             time.sleep(pause)

@@ -176,3 +176,19 @@ def test_run_demo_listener_failing_midway_is_reported_promptly(
     with pytest.raises(DemoError, match="bad alert"):
         run_demo(io.StringIO(), timeout=30)
     assert time.monotonic() - start < 10
+
+
+def test_run_demo_on_the_config_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without librdkafka's C API (4 partitions per topic), the order is still GraceDB's."""
+    from igwn_alert import embedded_broker
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise embedded_broker.EmbeddedBrokerError("no C API here")
+
+    monkeypatch.setattr(embedded_broker, "_NativeCluster", unavailable)
+    out = io.StringIO()
+    run_demo(out, timeout=30)
+    headers = [line for line in out.getvalue().splitlines() if line.startswith("New message")]
+    assert headers == [f"New message from topic {DEMO_GROUP}.{a.topic}:" for a in demo_alerts()]
+    payloads = out.getvalue().splitlines()[2:-1:2]
+    assert payloads == [a.text for a in demo_alerts()]
