@@ -66,16 +66,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[BrokerInfo]:
     """The running shared broker; started here if ``scripts/kafka up`` was not run."""
-    from _kafka_broker import STATE_FILE, ensure_broker, stop_broker
+    from _kafka_broker import SINGLE_LOG, STATE_FILE, ensure_broker, stop_broker
     from _kafka_broker.admin import BrokerInfo
 
-    log_path = REPO_ROOT / ".cache" / "kafka" / "broker" / "node-1" / "kafka.log"
     try:
         cluster, started = ensure_broker(timeout=180.0)
     except Exception as exc:  # noqa: BLE001 - fail loudly, never skip
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        error = ""
+    if error:
         pytest.fail(
-            f"could not start the Kafka test broker: {exc}\n"
-            f"broker log: {log_path} (see also: scripts/kafka logs)",
+            f"could not start the Kafka test broker: {error}\n"
+            f"broker log: {SINGLE_LOG} (see also: scripts/kafka logs)",
             pytrace=False,
         )
     broker = BrokerInfo.from_cluster(cluster)

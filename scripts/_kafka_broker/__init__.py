@@ -14,6 +14,7 @@ The admin helpers (:mod:`.admin`) need confluent_kafka and are imported lazily.
 from .broker import (
     CACHE_DIR,
     MECHANISM,
+    SINGLE_LOG,
     STATE_FILE,
     BrokerError,
     KafkaCluster,
@@ -27,6 +28,7 @@ from .service import ensure_broker, running_broker, stop_broker
 __all__ = [
     "CACHE_DIR",
     "MECHANISM",
+    "SINGLE_LOG",
     "STATE_FILE",
     "BrokerError",
     "KafkaCluster",

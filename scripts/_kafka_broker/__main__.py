@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Optional
 
-from .broker import SINGLE_DIR, STATE_FILE, BrokerError
+from .broker import SINGLE_LOG, STATE_FILE, BrokerError
 from .service import ensure_broker, running_broker, stop_broker
 
 
@@ -49,7 +49,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    log_file = SINGLE_DIR / "node-1" / "kafka.log"
+    log_file = SINGLE_LOG
     if args.path:
         print(log_file)
         return 0

@@ -35,6 +35,7 @@ POM = REPO_ROOT / "scripts" / "kafka-pom.xml"
 CACHE_DIR = Path(os.environ.get("IGWN_ALERT_KAFKA_CACHE", str(REPO_ROOT / ".cache" / "kafka")))
 STATE_FILE = CACHE_DIR / "state.json"
 SINGLE_DIR = CACHE_DIR / "broker"
+SINGLE_LOG = SINGLE_DIR / "node-1" / "kafka.log"
 
 HOST = "127.0.0.1"
 MECHANISM = "SCRAM-SHA-512"

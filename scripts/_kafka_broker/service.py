@@ -18,6 +18,7 @@ from typing import Optional
 from .broker import (
     CACHE_DIR,
     SINGLE_DIR,
+    SINGLE_LOG,
     STATE_FILE,
     BrokerError,
     KafkaCluster,
@@ -74,9 +75,8 @@ def ensure_broker(timeout: float = 180.0, log: Log = _stderr) -> tuple[KafkaClus
             return cluster, False
         _kill_leftovers(SINGLE_DIR / "node-1" / "server.properties", log)
         STATE_FILE.unlink(missing_ok=True)
-        log_file = SINGLE_DIR / "node-1" / "kafka.log"
-        if log_file.exists():
-            log_file.replace(log_file.with_suffix(".log.1"))
+        if SINGLE_LOG.exists():
+            SINGLE_LOG.replace(SINGLE_LOG.with_suffix(".log.1"))
         cluster = start_cluster(
             1, SINGLE_DIR, sasl=True, detach=True, state_file=STATE_FILE, timeout=timeout, log=log
         )
