@@ -7,11 +7,11 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src")))
 
-from igwn_alert.version import __version__  # noqa: E402
+from igwn_alert.version import __version__
 
 project = "igwn-alert"
 author = "igwn-alert drop-in developers"
-copyright = "2026, igwn-alert drop-in developers (GPL-3.0-or-later)"  # noqa: A001
+copyright = "2026, igwn-alert drop-in developers (GPL-3.0-or-later)"
 release = __version__
 version = __version__
 

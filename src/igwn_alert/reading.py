@@ -167,6 +167,9 @@ class AlertReader:
                 "topic.metadata.refresh.interval.ms": 5000,
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
+                # a fetch waiting for data returns at once when an alert arrives on Kafka;
+                # brokers that do not wake it (librdkafka's mock) answer within this bound
+                "fetch.wait.max.ms": 100,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "error_cb": self._on_error,
             },

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import netrc
+import os
 import re
 import signal
 import sys
@@ -193,7 +194,7 @@ def _run(opts: argparse.Namespace) -> int:
     if opts.action == "demo":
         from .demo import run_demo
 
-        run_demo(stream=sys.stdout)
+        run_demo(stream=sys.stdout, jsonpp=opts.jsonpp)
         return 0
     if opts.action in ("subscriptions", "unsubscribe"):
         raise CommandError(
@@ -264,6 +265,12 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     try:
         return _run(opts)
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # e.g. `igwn-alert listen | head`: the reader went away
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter exit quiet
+        except OSError:
+            pass
         return 0
     except (
         CommandError,
