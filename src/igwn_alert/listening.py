@@ -20,6 +20,7 @@ from adc.errors import KafkaException
 from hop.io import StartPosition
 from hop.models import JSONBlob
 
+from .reading import AlertReader
 from .topics import normalize_topics, short_name
 
 if TYPE_CHECKING:
@@ -171,7 +172,11 @@ def listen(
                 with stream as s:
                     if stop.is_set():
                         break
-                    client.listening.set()
+                    when_ready = getattr(s, "when_ready", None)
+                    if isinstance(s, AlertReader) and when_ready is not None:
+                        when_ready(client.listening.set)  # once positioned / assigned
+                    else:
+                        client.listening.set()
                     mark_done = getattr(s, "mark_done", None)
                     for payload, metadata in s.read(
                         metadata=True,

@@ -26,7 +26,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import confluent_kafka
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
@@ -176,6 +176,8 @@ class AlertReader:
         )
         self._consumer = confluent_kafka.Consumer(config)
         self._watcher: Optional[threading.Thread] = None
+        self._ready = threading.Event()
+        self._on_ready: list[Callable[[], None]] = []
         try:
             self._start()
         except BaseException:
@@ -194,6 +196,7 @@ class AlertReader:
                 target=self._watch, name="igwn-alert-metadata", daemon=True
             )
             self._watcher.start()
+            self._ready.set()
         else:
             self._consumer.subscribe(
                 self.topics,
@@ -322,6 +325,7 @@ class AlertReader:
                     log.warning("cannot commit start positions (%s)", exc)
         consumer.incremental_assign(chosen)
         self._assigned |= {(tp.topic, tp.partition) for tp in chosen}
+        self._set_ready()
         log.info("assigned partitions %s", [(tp.topic, tp.partition) for tp in chosen])
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -405,6 +409,28 @@ class AlertReader:
         if exc is not None:
             raise exc
         self._transient(error)
+
+    def _set_ready(self) -> None:
+        if not self._ready.is_set():
+            self._ready.set()
+            for hook in self._on_ready:
+                hook()
+
+    def when_ready(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` once the reader is positioned (at once if it already is).
+
+        A private reader is positioned when it opens; a consumer-group reader once the
+        group gave it its first partitions.
+
+        Parameters
+        ----------
+        hook : callable
+            Called without arguments, from the thread that reads.
+        """
+        if self._ready.is_set():
+            hook()
+        else:
+            self._on_ready.append(hook)
 
     # -- the hop Consumer API ------------------------------------------------------------
 
