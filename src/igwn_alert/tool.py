@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from types import FrameType
@@ -245,6 +246,19 @@ def _run(opts: argparse.Namespace) -> int:
     return 0
 
 
+def _sigterm_to_interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    raise KeyboardInterrupt
+
+
+def _quit_on_sigterm() -> Any:
+    """Until ``listen`` installs its graceful handler, SIGTERM ends the command like Ctrl-C
+    (quietly, status 0) instead of killing it. Returns the previous handler, or None when
+    not on the main thread (where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+
 def main(args: Optional[Sequence[str]] = None) -> int:
     """Run the ``igwn-alert`` command line.
 
@@ -262,6 +276,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(
         level=opts.log.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    previous = _quit_on_sigterm()
     try:
         return _run(opts)
     except KeyboardInterrupt:
@@ -283,3 +298,6 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     ) as exc:
         print(f"igwn-alert: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
