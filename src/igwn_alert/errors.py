@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 from confluent_kafka import KafkaError
+from confluent_kafka import KafkaException as KafkaException_
 
 from .exceptions import (
     AuthenticationError,
@@ -85,6 +87,14 @@ def exception_for(
         return AuthorizationError(
             f"the credential is not authorized for {what}{where} (missing ACL)", error
         )
+    if code in (
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    ):
+        what = f"writing to topic {topic}" if topic else "writing"
+        return AuthorizationError(
+            f"the credential is not authorized for {what}{where} (missing WRITE ACL)", error
+        )
     if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
         what = f"consumer group {group}" if group else "the consumer group"
         return AuthorizationError(
@@ -99,6 +109,65 @@ def exception_for(
     if code in TRANSIENT:
         return None
     return None
+
+
+def list_topics(
+    handle: Any,
+    *,
+    topic: Optional[str] = None,
+    timeout: float,
+    serve: Optional[Callable[[], object]] = None,
+    failed: Callable[[], Optional[BaseException]],
+    server: str,
+) -> Any:
+    """Request metadata in short slices, serving callbacks in between, failing fast.
+
+    ``list_topics`` alone does not run ``error_cb``, so a refused credential would only
+    show up as a time-out; between slices ``serve`` runs the callbacks and ``failed`` tells
+    whether one of them recorded an error, which is then raised.
+
+    Parameters
+    ----------
+    handle : confluent_kafka.Producer, Consumer or AdminClient
+        The client to ask.
+    topic : str, optional
+        One topic, or None for all.
+    timeout : float
+        Seconds in all.
+    serve : callable, optional
+        Runs the client's callbacks (``poll(0)``); None when that is not allowed.
+    failed : callable
+        Returns the error a callback recorded, if any.
+    server : str
+        ``host:port``, for the message.
+
+    Returns
+    -------
+    confluent_kafka.admin.ClusterMetadata
+        The answer.
+
+    Raises
+    ------
+    adc.errors.KafkaException
+        The recorded error, or :class:`BrokerUnreachableError` at the time-out.
+    """
+    deadline = time.monotonic() + timeout
+    detail = "no answer"
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            if topic is None:
+                return handle.list_topics(timeout=max(0.05, min(0.5, remaining)))
+            return handle.list_topics(topic=topic, timeout=max(0.05, min(0.5, remaining)))
+        except KafkaException_ as exc:
+            detail = exc.args[0].str()
+        if serve is not None:
+            serve()
+        error = failed()
+        if error is not None:
+            raise error
+        if time.monotonic() >= deadline:
+            raise unreachable(server, detail)
 
 
 def unreachable(server: str, detail: str) -> BrokerUnreachableError:

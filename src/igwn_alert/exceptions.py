@@ -79,12 +79,20 @@ class _ClientKafkaException(KafkaException):  # type: ignore[misc]
         return str(self.args[0])
 
 
-class AuthenticationError(_ClientKafkaException):
+class _CredentialError(_ClientKafkaException):
+    """A credential problem: retrying cannot help, so it counts as fatal (``.fatal``)."""
+
+    def __init__(self, message: str, error: Any = None, *, fatal: bool = True) -> None:
+        super().__init__(message, error, fatal=True)
+        self.fatal = True
+
+
+class AuthenticationError(_CredentialError):
     """The broker refused the credential (wrong user name or password, or wrong mechanism)."""
 
 
-class AuthorizationError(_ClientKafkaException):
-    """The credential is valid but lacks an ACL for a topic or consumer group."""
+class AuthorizationError(_CredentialError):
+    """The credential is valid but lacks an ACL for a topic, a consumer group or the cluster."""
 
 
 class TopicNotFoundError(_ClientKafkaException):

@@ -64,6 +64,12 @@ class _SharedProducer:
         self.known_topics: set[str] = set()
 
     def _on_error(self, error: Any) -> None:
+        try:
+            self._record_error(error)
+        except Exception:
+            log.exception("cannot handle a producer error")
+
+    def _record_error(self, error: Any) -> None:
         exc = errors.exception_for(error, server=self.bootstrap)
         if exc is not None and self.fatal is None and (error.fatal() or _is_credential(exc)):
             self.fatal = exc
@@ -76,12 +82,14 @@ class _SharedProducer:
         """Raise a clear error if ``topic`` is missing or not writable (once per topic)."""
         if topic in self.known_topics:
             return
-        try:
-            md = self.producer.list_topics(topic=topic, timeout=_METADATA_TIMEOUT)
-        except confluent_kafka.KafkaException as exc:
-            if self.fatal is not None:
-                raise self.fatal from None
-            raise errors.unreachable(self.bootstrap, exc.args[0].str()) from None
+        md = errors.list_topics(
+            self.producer,
+            topic=topic,
+            timeout=_METADATA_TIMEOUT,
+            serve=lambda: self.producer.poll(0),
+            failed=lambda: self.fatal,
+            server=self.bootstrap,
+        )
         if self.fatal is not None:
             raise self.fatal
         meta = md.topics.get(topic)
@@ -163,7 +171,11 @@ class AlertWriter:
 
     def _on_delivery(self, error: Any, message: Any) -> None:
         if error is not None:
-            self._failures.append((message.topic() if message is not None else "?", error))
+            try:
+                topic = message.topic() if message is not None else None
+            except Exception:  # noqa: BLE001 - never raise into librdkafka's callback
+                topic = None
+            self._failures.append((topic or ", ".join(self.topics) or "?", error))
 
     def write(
         self,
@@ -221,13 +233,29 @@ class AlertWriter:
             callback = both
 
         produce = self._producer.produce
-        while True:
-            try:
-                produce(topic, payload, key=key, headers=full_headers, on_delivery=callback)
-                break
-            except BufferError:
-                self._producer.poll(0.05)  # the local queue is full: let it drain
-        self._producer.poll(0)
+        try:
+            while True:
+                try:
+                    produce(topic, payload, key=key, headers=full_headers, on_delivery=callback)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)  # the local queue is full: let it drain
+            self._producer.poll(0)
+        except (confluent_kafka.KafkaException, SystemError) as exc:
+            # SystemError: confluent-kafka 2.x may fail so after a fatal producer error
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: Exception) -> KafkaException:
+        """Turn librdkafka's exception into the client's clearest one."""
+        self._producer.poll(0)  # let error_cb record the cause of a generic _FATAL
+        if self._shared.fatal is not None:
+            return self._shared.fatal
+        if not isinstance(exc, confluent_kafka.KafkaException):
+            return DeliveryError(f"the producer failed: {exc}")
+        error = exc.args[0]
+        topic = ", ".join(self.topics) or None
+        clear = errors.exception_for(error, topic=topic, server=self._shared.bootstrap)
+        return clear if clear is not None else KafkaException(error)
 
     def flush(self, timeout: Optional[timedelta] = None) -> int:
         """Send everything queued and wait for the broker's acknowledgements.
@@ -249,9 +277,14 @@ class AlertWriter:
         """
         wait = (timeout or self._shared.timeout).total_seconds()
         deadline = time.monotonic() + wait
-        remaining = self._producer.flush(wait)
-        while remaining and time.monotonic() < deadline:
-            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        self._raise_failures()
+        try:
+            remaining = self._producer.flush(wait)
+            while remaining and time.monotonic() < deadline:
+                remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        except (confluent_kafka.KafkaException, SystemError) as exc:
+            # SystemError: confluent-kafka 2.x may fail so after a fatal producer error
+            raise self._translate(exc) from None
         self._raise_failures()
         if remaining:
             raise DeliveryError(
@@ -267,6 +300,9 @@ class AlertWriter:
             topic, error = self._failures[0]
             count = len(self._failures)
             self._failures.clear()
+            clear = errors.exception_for(error, topic=topic, server=self._shared.bootstrap)
+            if clear is not None:
+                raise clear
             raise DeliveryError(
                 f"{count} alert(s) to topic {topic} could not be delivered: {error.str()}", error
             )

@@ -208,12 +208,19 @@ class AlertReader:
     def _describe(
         self, *, warn: bool = True, timeout: float = _METADATA_TIMEOUT
     ) -> dict[str, set[tuple[str, int]]]:
-        """Return the partitions of each existing topic; warn about missing ones."""
-        try:
-            md = self._consumer.list_topics(timeout=timeout)
-        except confluent_kafka.KafkaException as exc:
-            self._raise_pending()
-            raise errors.unreachable(self.bootstrap, exc.args[0].str()) from None
+        """Return the partitions of each existing topic; warn about missing ones.
+
+        At start-up (``warn``) librdkafka's callbacks are served between short requests,
+        so a refused credential is reported at once instead of as a time-out.
+        """
+        serve = (lambda: self._consumer.poll(0)) if warn else None
+        md = errors.list_topics(
+            self._consumer,
+            timeout=timeout,
+            serve=serve,
+            failed=self._take_pending,
+            server=self.bootstrap,
+        )
         self._raise_pending()
         found: dict[str, set[tuple[str, int]]] = {}
         for topic in self.topics:
@@ -388,6 +395,10 @@ class AlertReader:
             log.warning("Kafka broker %s: %s; retrying", self.bootstrap, error.str())
         else:
             log.debug("Kafka broker %s: %s", self.bootstrap, error.str())
+
+    def _take_pending(self) -> Optional[KafkaException]:
+        exc, self._pending = self._pending, None
+        return exc
 
     def _raise_pending(self) -> None:
         exc = self._pending

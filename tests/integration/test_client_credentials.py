@@ -355,15 +355,6 @@ def test_user_without_any_acl_on_the_topic_cannot_connect(
     assert client.sessions == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SystemError,
-    reason="BUG src/igwn_alert/publishing.py: a user with READ but no WRITE ACL connects "
-    "(check_topic only needs DESCRIBE), then the idempotent producer's fatal "
-    "CLUSTER_AUTHORIZATION_FAILED (InitProducerId) surfaces from flush() as SystemError "
-    "('<method topic of Message> returned a result with an exception set') raised inside "
-    "AlertWriter._on_delivery, instead of an AuthorizationError",
-)
 def test_read_only_user_cannot_publish(kafka_broker: Any, make_topic: Any, make_user: Any) -> None:
     topic = make_topic("superevent")
     reader = make_user(read=[topic])
