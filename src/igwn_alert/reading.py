@@ -29,12 +29,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Union
 
 import confluent_kafka
+import confluent_kafka.admin
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 from hop.io import Deserializer, Metadata, StartPosition
 from hop.models import Blob, JSONBlob
 
 from . import errors
-from .exceptions import BrokerUnreachableError, KafkaException, TopicNotFoundError
+from .exceptions import KafkaException, TopicNotFoundError
 from .kafka_config import base_config
 
 __all__ = ["AlertReader", "StartSpec", "decode_message"]
@@ -50,7 +51,7 @@ _DRAIN = 500  # alerts taken at once from what librdkafka already buffered
 _METADATA_TIMEOUT = 10.0
 _WATCH_FAST = 1.0  # metadata check period while a topic is missing
 _WATCH_SLOW = 10.0  # ... and once every topic exists
-_WATCH_TIMEOUT = 0.3  # a metadata request of the watcher; close() waits for it to end
+_WATCH_TIMEOUT = 5.0  # a metadata request of the watcher (its own client, not the consumer)
 
 
 def decode_message(message: Any) -> Any:
@@ -104,6 +105,11 @@ def _is_test(message: Any) -> bool:
     return bool(headers) and any(name == "_test" for name, _ in headers)
 
 
+def _ignore(error: Any) -> None:
+    """error_cb of the watcher's metadata client: the consumer reports errors itself."""
+    log.debug("metadata client: %s", error.str())
+
+
 def _random_group() -> str:
     alphabet = string.ascii_uppercase + string.digits
     return "igwn-alert-" + "".join(random.SystemRandom().choice(alphabet) for _ in range(12))
@@ -154,6 +160,9 @@ class AlertReader:
         self._assigned: set[tuple[str, int]] = set()
         self._first_seen: set[tuple[str, int]] = set()
         self._existing: set[tuple[str, int]] = set()
+        # partitions the watcher found, assigned by the reading thread (see _watch)
+        self._found: set[tuple[str, int]] = set()
+        self._credential = credential
         config = base_config(
             bootstrap,
             credential,
@@ -170,6 +179,13 @@ class AlertReader:
                 # a fetch waiting for data returns at once when an alert arrives on Kafka;
                 # brokers that do not wake it (librdkafka's mock) answer within this bound
                 "fetch.wait.max.ms": 100,
+                # catching up on a back-log: librdkafka stops fetching while its pre-fetch
+                # queue is full and, by default, only looks again 1 s later, stalling the
+                # listener (bench/: replay 73k -> 140k alerts/s); 16 MB of pre-fetched
+                # alerts (~12,000 GraceDB alerts) keeps the pipe full at a quarter of the
+                # default's memory
+                "fetch.queue.backoff.ms": 10,
+                "queued.max.messages.kbytes": 16384,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "error_cb": self._on_error,
             },
@@ -295,7 +311,8 @@ class AlertReader:
             return
         positions = self._positions(new, initial)
         self._consumer.incremental_assign(positions)
-        self._assigned |= new
+        with self._lock:  # the watcher reads it
+            self._assigned |= new
         log.debug("assigned %s", positions)
 
     # -- group membership (consumer group) ----------------------------------------------
@@ -355,30 +372,49 @@ class AlertReader:
     # -- metadata watch (private reader) ------------------------------------------------
 
     def _watch(self) -> None:
+        """Look for new topics and partitions; the reading thread assigns them.
+
+        The watcher never touches the consumer: with confluent-kafka 2.x a call on a
+        consumer (``list_topics``, ``incremental_assign``) from another thread blocks for
+        as long as the reading thread keeps polling it, so new topics and partitions were
+        never picked up. It asks its own metadata client instead and leaves what it found
+        in ``_found`` for :meth:`read` to assign between two polls.
+        """
+        admin: Any = None
         while not self._stop.is_set():
-            missing = any(t not in {tp[0] for tp in self._assigned} for t in self.topics)
+            with self._lock:
+                known = {tp[0] for tp in self._assigned | self._found}
+            missing = any(t not in known for t in self.topics)
             if self._stop.wait(_WATCH_FAST if missing else _WATCH_SLOW):
                 return
             try:
-                with self._lock:
-                    if self._closed:
-                        return
-                    found = self._describe(warn=False, timeout=_WATCH_TIMEOUT)
-            except KafkaException as exc:
-                if self._pending is None and not isinstance(exc, BrokerUnreachableError):
-                    self._pending = exc
-                continue
+                if admin is None:
+                    admin = confluent_kafka.admin.AdminClient(
+                        base_config(self.bootstrap, self._credential, {"error_cb": _ignore})
+                    )
+                md = admin.list_topics(timeout=_WATCH_TIMEOUT)
             except Exception as exc:  # noqa: BLE001 - keep watching through outages
                 log.debug("metadata check failed: %s", exc)
                 continue
+            tps = set()
+            for topic in self.topics:
+                meta = md.topics.get(topic)
+                if meta is not None and meta.error is None:
+                    tps |= {(topic, p) for p in meta.partitions}
             with self._lock:
                 if self._closed:
                     return
-                tps = {tp for parts in found.values() for tp in parts}
-                new = tps - self._assigned
+                new = tps - self._assigned - self._found
                 if new:
                     log.info("new partitions to read: %s", sorted(new))
-                    self._assign(new, initial=False)
+                    self._found |= new
+
+    def _assign_found(self) -> None:
+        """Assign what the watcher found (in the reading thread)."""
+        with self._lock:
+            new, self._found = self._found, set()
+        if new:
+            self._assign(new, initial=False)
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -490,6 +526,8 @@ class AlertReader:
         while not stop.is_set():
             if self._pending is not None:
                 self._raise_pending()
+            if self._found:
+                self._assign_found()
             batch = consume(drain, 0)
             if not batch:
                 first = poll(_POLL_SLICE)
@@ -553,8 +591,6 @@ class AlertReader:
             if self._closed:
                 return
             self._closed = True
-        # the watcher checks _closed under the lock before each request, so once we hold
-        # the lock here it is not using the consumer
         try:
             self._consumer.close()
         except RuntimeError:  # already closed
