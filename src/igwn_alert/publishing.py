@@ -23,8 +23,8 @@ import confluent_kafka
 from hop.io import Producer as _HopProducer
 
 from . import errors
-from .exceptions import DeliveryError, KafkaException
-from .kafka_config import base_config
+from .exceptions import AuthorizationError, DeliveryError, KafkaException
+from .kafka_config import base_config, rdkafka_logger
 
 __all__ = ["DEFAULT_DELIVERY_TIMEOUT", "AlertWriter", "ProducerPool"]
 
@@ -36,6 +36,38 @@ DEFAULT_DELIVERY_TIMEOUT = timedelta(seconds=30)
 _METADATA_TIMEOUT = 10.0
 
 
+class _ProducerLog:
+    """librdkafka's log lines of one producer: filed at debug level, its fatal error kept.
+
+    confluent-kafka raises a fatal producer error (such as a credential without any WRITE
+    ACL, which cannot get an idempotent producer id) from ``poll``/``flush`` instead of
+    passing it to ``error_cb``, and may lose it on the way (a ``SystemError`` without a
+    cause); the ``FATAL`` log line that librdkafka writes first still says what happened.
+    """
+
+    def __init__(self, reasons: list[str]) -> None:
+        self._reasons = reasons  # not the producer itself: no reference cycle through C
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if args and args[0] == "FATAL":
+            text = str(args[-1])
+            self._reasons.append(text.split("Fatal error: ", 1)[-1])
+        if rdkafka_logger.isEnabledFor(logging.DEBUG):
+            rdkafka_logger.debug(msg, *args)
+
+
+def _kafka_error_in(exc: BaseException) -> Any:
+    """The confluent_kafka.KafkaError behind an exception (or its cause), if any."""
+    seen: Optional[BaseException] = exc
+    for _ in range(4):
+        if seen is None:
+            break
+        if isinstance(seen, confluent_kafka.KafkaException) and seen.args:
+            return seen.args[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class _SharedProducer:
     """One confluent-kafka producer and the writers that use it."""
 
@@ -44,6 +76,7 @@ class _SharedProducer:
         self.bootstrap = bootstrap
         self.credential = credential
         self.timeout = timeout
+        self.fatal_reasons: list[str] = []
         self.producer = confluent_kafka.Producer(
             base_config(
                 bootstrap,
@@ -55,6 +88,7 @@ class _SharedProducer:
                     "message.timeout.ms": timeout_ms,
                     "request.timeout.ms": min(timeout_ms, 30000),
                     "error_cb": self._on_error,
+                    "logger": _ProducerLog(self.fatal_reasons),
                 },
             )
         )
@@ -77,6 +111,41 @@ class _SharedProducer:
             log.debug("producer: %s", error.str())
         else:
             log.warning("producer error from %s: %s", self.bootstrap, error.str())
+
+    def fail(self, error: Any) -> KafkaException:
+        """Record (once) and return the clear exception for the producer's fatal error.
+
+        Parameters
+        ----------
+        error : confluent_kafka.KafkaError or None
+            The fatal error, if confluent-kafka passed it on; None to use librdkafka's own
+            report of it.
+
+        Returns
+        -------
+        adc.errors.KafkaException
+            An AuthorizationError for a credential that may not write, else a DeliveryError.
+        """
+        if self.fatal is not None:
+            return self.fatal
+        clear: Optional[KafkaException] = None
+        if error is not None and error.code() != confluent_kafka.KafkaError._FATAL:
+            clear = errors.exception_for(error, server=self.bootstrap)
+            if clear is None:
+                clear = DeliveryError(
+                    f"the Kafka producer for {self.bootstrap} failed: {error.str()}", error
+                )
+        else:
+            reason = self.fatal_reasons[-1] if self.fatal_reasons else "a fatal error"
+            if "authoriz" in reason.lower():
+                clear = AuthorizationError(
+                    f"the credential is not authorized for writing at {self.bootstrap} "
+                    f"(missing WRITE ACL): {reason}"
+                )
+            else:
+                clear = DeliveryError(f"the Kafka producer for {self.bootstrap} failed: {reason}")
+        self.fatal = clear
+        return clear
 
     def check_topic(self, topic: str) -> None:
         """Raise a clear error if ``topic`` is missing or not writable (once per topic)."""
@@ -246,13 +315,17 @@ class AlertWriter:
             raise self._translate(exc) from None
 
     def _translate(self, exc: Exception) -> KafkaException:
-        """Turn librdkafka's exception into the client's clearest one."""
-        self._producer.poll(0)  # let error_cb record the cause of a generic _FATAL
+        """Turn librdkafka's exception into the client's clearest one.
+
+        A fatal error (or the ``SystemError`` confluent-kafka 2.x may raise after one) leaves
+        the producer unusable: it is recorded once, with its real cause, and every later
+        call raises the same clear error.
+        """
         if self._shared.fatal is not None:
             return self._shared.fatal
-        if not isinstance(exc, confluent_kafka.KafkaException):
-            return DeliveryError(f"the producer failed: {exc}")
-        error = exc.args[0]
+        error = _kafka_error_in(exc)
+        if error is None or error.fatal() or error.code() == confluent_kafka.KafkaError._FATAL:
+            return self._shared.fail(error)
         topic = ", ".join(self.topics) or None
         clear = errors.exception_for(error, topic=topic, server=self._shared.bootstrap)
         return clear if clear is not None else KafkaException(error)
