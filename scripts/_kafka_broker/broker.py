@@ -326,8 +326,9 @@ class KafkaNode:
             str(c.lib / "*"),
             STORAGE_TOOL_MAIN,
             "format",
-            "--cluster-id",
-            c.cluster_id,
+            # one token: a random cluster id may start with "-", which argparse would
+            # take for an option
+            f"--cluster-id={c.cluster_id}",
             "--config",
             str(self.config_path),
         ]
