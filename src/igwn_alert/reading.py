@@ -13,7 +13,7 @@
 * A topic that does not exist yet is not an error: a warning names it, and it is read from
   its first alert once it appears. Partitions added later are picked up as well.
 * Broker outages are retried by librdkafka; they are logged once per outage.
-* :meth:`AlertReader.stop` makes :meth:`AlertReader.read` return within 0.1 s.
+* :meth:`AlertReader.stop` makes :meth:`AlertReader.read` return within 0.02 s.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 #: ``{(topic, partition): next offset}`` (used to resume after a reconnect).
 StartSpec = Union[StartPosition, datetime, dict[tuple[str, int], int], None]
 
-_POLL_SLICE = 0.1  # longest wait inside librdkafka, so stop() is seen within this
+# longest wait inside librdkafka, so stop() is seen within this; an idle listener wakes
+# 50 times a second for it (idle listener over 10 s: 0.2% -> 0.3% of one core)
+_POLL_SLICE = 0.02
 _DRAIN = 500  # alerts taken at once from what librdkafka already buffered
 _METADATA_TIMEOUT = 10.0
 _WATCH_FAST = 1.0  # metadata check period while a topic is missing
@@ -502,7 +504,7 @@ class AlertReader:
             At least this many buffered alerts are taken at once. The reader never waits to
             fill a batch: it takes what is buffered, and otherwise waits for the next alert.
         batch_timeout : datetime.timedelta, optional
-            Accepted for hop compatibility; waiting is bounded by 0.1 s slices instead.
+            Accepted for hop compatibility; waiting is bounded by 0.02 s slices instead.
         **kwargs
             Ignored (hop compatibility).
 
@@ -581,7 +583,7 @@ class AlertReader:
             self._consumer.commit(message=raw, asynchronous=False)
 
     def stop(self) -> None:
-        """Make :meth:`read` return (thread-safe; takes effect within 0.1 s)."""
+        """Make :meth:`read` return (thread-safe; takes effect within 0.02 s)."""
         self._stop.set()
 
     def close(self) -> None:
