@@ -32,7 +32,7 @@ suppress_warnings = ["ref.python"]
 
 templates_path: list[str] = []
 exclude_patterns = ["_build"]
-html_static_path = ["_static"]
+html_static_path: list[str] = []
 try:
     import furo  # noqa: F401
 
