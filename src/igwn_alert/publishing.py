@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DELIVERY_TIMEOUT = timedelta(seconds=30)
 
 _METADATA_TIMEOUT = 10.0
+_FATAL_LOG_WAIT = 1.0  # how long to wait for librdkafka's report of a fatal error
 
 
 def _pack(message: Any, headers: Any, test: bool, auth: Any) -> Any:
@@ -165,6 +166,13 @@ class _SharedProducer:
                     f"the Kafka producer for {self.bootstrap} failed: {error.str()}", error
                 )
         else:
+            # librdkafka's FATAL log line reaches the logger on the next poll: wait for it
+            deadline = time.monotonic() + _FATAL_LOG_WAIT
+            while not self.fatal_reasons and time.monotonic() < deadline:
+                try:
+                    self.producer.poll(0.05)
+                except Exception as exc:  # noqa: BLE001 - the producer is dead anyway
+                    log.debug("poll after a fatal producer error: %s", exc)
             reason = self.fatal_reasons[-1] if self.fatal_reasons else "a fatal error"
             if "authoriz" in reason.lower():
                 clear = AuthorizationError(
