@@ -113,11 +113,11 @@ def test_broker_restart_while_streaming_loses_nothing(broker: Any, node: Any) ->
         publisher.start()
         assert wait_for(lambda: progress[0] >= 350, 20)
         t0 = time.monotonic()
+        stopped_at = progress[0]
         node.restart()
-        restarted_after = progress[0]
         print(
-            f"\nbroker restarted after {restarted_after} alerts were written "
-            f"(restart took {time.monotonic() - t0:.1f} s)"
+            f"\nbroker stopped after {stopped_at} alerts were written, up again "
+            f"{time.monotonic() - t0:.1f} s later (after {progress[0]})"
         )
         publisher.join(90)
         assert not publisher.is_alive(), "publishing did not finish"
