@@ -176,6 +176,25 @@ class client(Stream):  # type: ignore[misc]
         )
         super().__init__(auth=self.auth_obj)
 
+    @property
+    def delivery_timeout(self) -> timedelta:
+        """How long an alert may take to reach the broker before it counts as undelivered.
+
+        30 s by default (an addition of this client: the reference has no such setting).
+        Set it before the first ``connect()`` or ``publish()``; writers opened earlier keep
+        the value they were opened with.
+
+        Raises
+        ------
+        ValueError
+            When set to anything but a positive :class:`datetime.timedelta`.
+        """
+        return self._producers.timeout
+
+    @delivery_timeout.setter
+    def delivery_timeout(self, value: timedelta) -> None:
+        self._producers.timeout = value
+
     def __repr__(self) -> str:
         user = getattr(self.auth_obj, "username", None)
         who = f" user={user!r}" if user else ""

@@ -220,6 +220,17 @@ class ProducerPool:
         self._shared: dict[tuple[str, int], _SharedProducer] = {}
         self._lock = threading.Lock()
 
+    @property
+    def timeout(self) -> timedelta:
+        """How long an alert may take to be delivered (applies to producers made later)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: timedelta) -> None:
+        if not isinstance(value, timedelta) or value <= timedelta(0):
+            raise ValueError(f"the delivery timeout must be a positive timedelta, not {value!r}")
+        self._timeout = value
+
     def acquire(self, bootstrap: str, credential: Any) -> _SharedProducer:
         """Return the shared producer for a broker and credential, creating it if needed."""
         key = (bootstrap, id(credential))

@@ -217,15 +217,13 @@ def test_outage_is_logged_once_and_listeners_recover(
 
 def test_undeliverable_alert_raises_a_clear_error(broker: Any, node: Any) -> None:
     from igwn_alert.exceptions import BrokerUnreachableError, DeliveryError
-    from igwn_alert.publishing import ProducerPool
 
     group, short = _topic(broker)
     tally = Tally("publishing to a stopped broker")
 
-    # a client whose writers give up after 3 s: there is no public knob for publish()'s
-    # delivery timeout (see the report), so the test sets the client's pool
+    # a client whose writers give up after 3 s
     quick = plain_client(broker.bootstrap, group)
-    quick._producers = ProducerPool(timeout=timedelta(seconds=3))
+    quick.delivery_timeout = timedelta(seconds=3)
     quick.publish(short, alert("up"))
     tally.send("up")
     patient = plain_client(broker.bootstrap, group)

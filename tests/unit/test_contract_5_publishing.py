@@ -286,3 +286,15 @@ def test_5_6_str_goes_out_as_json_string_not_decoded(c, fake_producer):
     (_, value, _) = fake_producer.instances[0].produced[0]
     assert json.loads(value) == text
     assert isinstance(json.loads(value), str)
+
+
+def test_5_delivery_timeout_is_settable_and_checked(c):
+    from datetime import timedelta
+
+    assert c.delivery_timeout == timedelta(seconds=30)
+    c.delivery_timeout = timedelta(seconds=3)
+    assert c.delivery_timeout == timedelta(seconds=3)
+    with pytest.raises(ValueError, match="positive timedelta"):
+        c.delivery_timeout = 3
+    with pytest.raises(ValueError, match="positive timedelta"):
+        c.delivery_timeout = timedelta(0)
