@@ -980,9 +980,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     t_start = time.monotonic()
 
     ensure_bench_deps()
+    ours = check_ours()
     broker = ensure_broker(args.bootstrap)
     bootstrap = broker["plaintext"]
-    ours = check_ours()
     ref_py = reference_python()
     pythons = interpreters(ref_py)
     machine = machine_info(broker)
