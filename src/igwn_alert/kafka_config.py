@@ -63,7 +63,9 @@ def base_config(
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "logger": _RDKAFKA_LOG,
-        "reconnect.backoff.ms": 100,
+        # the first connection to the broker learned from the bootstrap one waits this long:
+        # 100 ms (the default) -> 20 ms cut listen() start-up from 55 ms to 16 ms here
+        "reconnect.backoff.ms": 20,
         "reconnect.backoff.max.ms": 2000,
         "socket.keepalive.enable": True,
         "client.id": "igwn-alert",
