@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from datetime import timedelta
 from typing import Any, Literal, Optional, Union, overload
 from urllib.parse import unquote
@@ -23,8 +22,10 @@ from hop.auth import AmbiguousCredentialError, Auth, select_matching_auth
 
 from . import listening
 from .credentials import resolve_credentials
+from .deprecated import DeprecatedMethods
 from .publishing import AlertWriter, ProducerPool
 from .reading import AlertReader
+from .sessions import WriterMap
 from .topics import TopicSpec, base_url, group_topics, normalize_topics, topic_url
 
 __all__ = [
@@ -49,7 +50,6 @@ DEFAULT_LISTEN_RETRIES = 3
 DEFAULT_RETRY_WAIT = 0.1
 
 _LIST_TOPICS_TIMEOUT = 10.0
-_NO_SESSIONS = "No active sessions. Please connect before publishing to a topic."
 
 
 def _require(condition: bool, message: str) -> None:
@@ -58,7 +58,7 @@ def _require(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-class client(Stream):  # type: ignore[misc]
+class client(WriterMap, DeprecatedMethods, Stream):  # type: ignore[misc]
     """A hop-scotch client configured for igwn_alerts from GraceDB.
 
     Parameters
@@ -350,100 +350,8 @@ class client(Stream):  # type: ignore[misc]
 
     # -- publishing -------------------------------------------------------------------------
 
-    def connect(self, topics: TopicSpec) -> None:
-        """Open one writer per topic into :attr:`sessions`.
-
-        Parameters
-        ----------
-        topics : str or list of str
-            Short topic names (you need write access to each).
-        """
-        names = normalize_topics(topics)
-        for name in names:
-            self.sessions[name] = self.open(self._construct_topic_url(name), "w")
-        log.info("Connected to topics: %s", names)
-
-    def _session(self, topic: str) -> Any:
-        if not self.sessions:
-            raise RuntimeError(_NO_SESSIONS)
-        try:
-            return self.sessions[topic]
-        except KeyError:
-            raise RuntimeError(
-                f"Not connected to topic {topic}. Please connect before publishing to a topic."
-            ) from None
-
-    def publish_to_topic(self, topic: str, msg: Any) -> None:
-        """Publish an alert on a connected topic (see :meth:`connect`).
-
-        Parameters
-        ----------
-        topic : str
-            The short topic name.
-        msg : str, dict or hop model
-            The alert; GraceDB passes its JSON text as a str.
-
-        Raises
-        ------
-        RuntimeError
-            If nothing, or not that topic, is connected.
-        """
-        self._session(topic).write(msg)
-        log.debug("Published an alert to topic %s", topic)
-
-    def flush_by_topic(self, topic: str) -> None:
-        """Wait until every alert published on a connected topic is delivered.
-
-        Parameters
-        ----------
-        topic : str
-            The short topic name.
-
-        Raises
-        ------
-        RuntimeError
-            If nothing, or not that topic, is connected.
-        igwn_alert.exceptions.DeliveryError
-            If alerts could not be delivered within the delivery timeout.
-        """
-        self._session(topic).flush()
-        log.debug("Flushed topic %s", topic)
-
-    def disconnect(self, topics: Optional[TopicSpec] = None) -> None:
-        """Close every writer, or the named ones.
-
-        Parameters
-        ----------
-        topics : str or list of str, optional
-            Short topic names; None closes all and empties :attr:`sessions`. Naming a topic
-            that is not connected warns.
-        """
-        if not topics:
-            names = list(self.sessions)
-        else:
-            names = []
-            for name in normalize_topics(topics):
-                if name in self.sessions:
-                    names.append(name)
-                else:
-                    warnings.warn(f"Not currently connected to topic {name}", stacklevel=2)
-        failure: Optional[BaseException] = None
-        for name in names:
-            session = self.sessions.pop(name)
-            try:
-                session.close()
-            except Exception as exc:  # noqa: BLE001 - close the rest, then report
-                failure = failure or exc
-        if not topics:
-            for writer in self._publishers.values():
-                try:
-                    writer.close()
-                except Exception as exc:  # noqa: BLE001
-                    failure = failure or exc
-            self._publishers.clear()
-        log.info("Disconnected from topics %s", names)
-        if failure is not None:
-            raise failure
+    def _open_writer(self, topic: str) -> AlertWriter:
+        return self.open(self._construct_topic_url(topic), "w")
 
     def publish(self, topic: TopicSpec, msg: Any = None) -> None:
         """Send an alert without a prior :meth:`connect`; return once it is delivered.
@@ -464,10 +372,7 @@ class client(Stream):  # type: ignore[misc]
             If the alert could not be delivered within the delivery timeout.
         """
         for name in normalize_topics(topic):
-            writer = self._publishers.get(name)
-            if writer is None:
-                writer = self.open(self._construct_topic_url(name), "w").__enter__()
-                self._publishers[name] = writer
+            writer = self._publisher(name)
             writer.write(msg)
             writer.flush()
 
@@ -493,30 +398,3 @@ class client(Stream):  # type: ignore[misc]
             url=url, auth=credential or False, timeout=_LIST_TOPICS_TIMEOUT
         )
         return group_topics(found, group)
-
-    # -- deprecated -------------------------------------------------------------------------
-
-    def get_subscriptions(self) -> None:
-        """Deprecated: does nothing but warn; see :meth:`listen` and :meth:`get_topics`."""
-        warnings.warn(
-            "This feature is deprecated. Please refer to the client.listen() method",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-
-    def subscribe(self, *topics: str) -> None:
-        """Deprecated: does nothing but warn; pass the topics to :meth:`listen`."""
-        warnings.warn(
-            "This feature is deprecated. Please supply a list of topics to client.listen(), "
-            "and ensure you have permission to read from topics.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-
-    def unsubscribe(self, *topics: str) -> None:
-        """Deprecated: does nothing but warn."""
-        warnings.warn("This feature is deprecated.", DeprecationWarning, stacklevel=2)
-
-    def delete(self) -> None:
-        """Deprecated: does nothing but warn."""
-        warnings.warn("This feature is deprecated.", DeprecationWarning, stacklevel=2)

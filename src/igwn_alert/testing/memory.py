@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Union
 
+from ..deprecated import DeprecatedMethods
+from ..sessions import WriterMap
 from ..topics import TopicSpec, base_url, normalize_topics, short_name, topic_url
 
 __all__ = [
@@ -58,7 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_NO_SESSIONS = "No active sessions. Please connect before publishing to a topic."
 _ALL_TOPICS = "*"  # the log key of errors injected for every topic
 
 #: ``since`` values accepted by :meth:`InMemoryClient.listen`.
@@ -567,7 +568,7 @@ class InMemoryWriter:
         self.close()
 
 
-class InMemoryClient:
+class InMemoryClient(WriterMap, DeprecatedMethods):
     """A stand-in for :class:`igwn_alert.client` that talks to an :class:`InMemoryBroker`.
 
     It takes the same arguments as :class:`igwn_alert.client` (and ``broker``), keeps the
@@ -668,79 +669,8 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
 
     # -- publishing -------------------------------------------------------------------------
 
-    def connect(self, topics: TopicSpec) -> None:
-        """Open one writer per topic into :attr:`sessions`.
-
-        Parameters
-        ----------
-        topics : str or list of str
-            Short topic names.
-        """
-        for name in normalize_topics(topics):
-            self.sessions[name] = InMemoryWriter(self.broker, self._full(name))
-
-    def _session(self, topic: str) -> InMemoryWriter:
-        if not self.sessions:
-            raise RuntimeError(_NO_SESSIONS)
-        try:
-            return self.sessions[topic]
-        except KeyError:
-            raise RuntimeError(
-                f"Not connected to topic {topic}. Please connect before publishing to a topic."
-            ) from None
-
-    def publish_to_topic(self, topic: str, msg: Any) -> None:
-        """Publish an alert on a connected topic.
-
-        Parameters
-        ----------
-        topic : str
-            The short topic name.
-        msg : str, dict or hop model
-            The alert.
-
-        Raises
-        ------
-        RuntimeError
-            If nothing, or not that topic, is connected.
-        """
-        self._session(topic).write(msg)
-
-    def flush_by_topic(self, topic: str) -> None:
-        """Check that the topic is connected (alerts are delivered at once).
-
-        Parameters
-        ----------
-        topic : str
-            The short topic name.
-
-        Raises
-        ------
-        RuntimeError
-            If nothing, or not that topic, is connected.
-        """
-        self._session(topic).flush()
-
-    def disconnect(self, topics: Optional[TopicSpec] = None) -> None:
-        """Close every writer (and empty :attr:`sessions`), or the named ones.
-
-        Parameters
-        ----------
-        topics : str or list of str, optional
-            Short topic names; naming one that is not connected warns.
-        """
-        if not topics:
-            names = list(self.sessions)
-            self._publishers.clear()
-        else:
-            names = []
-            for name in normalize_topics(topics):
-                if name in self.sessions:
-                    names.append(name)
-                else:
-                    warnings.warn(f"Not currently connected to topic {name}", stacklevel=2)
-        for name in names:
-            self.sessions.pop(name).close()
+    def _open_writer(self, topic: str) -> InMemoryWriter:
+        return InMemoryWriter(self.broker, self._full(topic))
 
     def publish(self, topic: TopicSpec, msg: Any = None) -> None:
         """Publish an alert without a prior :meth:`connect`.
@@ -919,30 +849,3 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
         self.stop_listening.set()
         with self.broker._cond:
             self.broker._cond.notify_all()
-
-    # -- deprecated -------------------------------------------------------------------------
-
-    def get_subscriptions(self) -> None:
-        """Deprecated: does nothing but warn."""
-        warnings.warn(
-            "This feature is deprecated. Please refer to the client.listen() method",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-
-    def subscribe(self, *topics: str) -> None:
-        """Deprecated: does nothing but warn."""
-        warnings.warn(
-            "This feature is deprecated. Please supply a list of topics to client.listen(), "
-            "and ensure you have permission to read from topics.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-
-    def unsubscribe(self, *topics: str) -> None:
-        """Deprecated: does nothing but warn."""
-        warnings.warn("This feature is deprecated.", DeprecationWarning, stacklevel=2)
-
-    def delete(self) -> None:
-        """Deprecated: does nothing but warn."""
-        warnings.warn("This feature is deprecated.", DeprecationWarning, stacklevel=2)
