@@ -9,7 +9,6 @@ migration guide for what is better here) and delegates the work to the modules t
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 from typing import Any, Literal, Optional, Union, overload
 from urllib.parse import unquote
@@ -26,6 +25,7 @@ from .deprecated import DeprecatedMethods
 from .publishing import AlertWriter, ProducerPool
 from .reading import AlertReader
 from .sessions import WriterMap
+from .settings import ClientSettings
 from .topics import TopicSpec, base_url, group_topics, normalize_topics, topic_url
 
 __all__ = [
@@ -52,13 +52,7 @@ DEFAULT_RETRY_WAIT = 0.1
 _LIST_TOPICS_TIMEOUT = 10.0
 
 
-def _require(condition: bool, message: str) -> None:
-    # An explicit check, not `assert`, so that it also fires under `python -O`.
-    if not condition:
-        raise AssertionError(message)
-
-
-class client(WriterMap, DeprecatedMethods, Stream):  # type: ignore[misc]
+class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ignore[misc]
     """A hop-scotch client configured for igwn_alerts from GraceDB.
 
     Parameters
@@ -142,27 +136,18 @@ class client(WriterMap, DeprecatedMethods, Stream):  # type: ignore[misc]
         retry_wait: float = DEFAULT_RETRY_WAIT,
         jsonpp_on: bool = False,
     ) -> None:
-        _require(isinstance(server, str), f'"server" must be str, not {type(server)}')
-        _require(
-            isinstance(port, int) and not isinstance(port, bool),
-            f'"port" must be int, not {type(port)}',
+        self._apply_settings(
+            server=server,
+            port=port,
+            group=group,
+            consumer_group=consumer_group,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+            retry_on_fatal=retry_on_fatal,
+            listen_retries=listen_retries,
+            retry_wait=retry_wait,
+            jsonpp_on=jsonpp_on,
         )
-        _require(isinstance(group, str), f'"group" must be str, not {type(group)}')
-        self.server = server
-        self.port = port
-        self.group_prefix = group
-        self.consumer_group = consumer_group
-        self.batch_size = batch_size
-        self.batch_timeout = batch_timeout
-        self.retry_on_fatal = retry_on_fatal
-        self.listen_retries = listen_retries
-        self.retry_wait = retry_wait
-        self.jsonpp_on = jsonpp_on
-        self.stop_listening = threading.Event()
-        self.listening = threading.Event()
-        self.base_url_prefix = self._construct_base_url()
-        self.sessions: dict[str, Any] = {}
-        self._publishers: dict[str, Any] = {}
         self._producers = ProducerPool()
         self._listen_stream: Any = None
         self.auth_obj = resolve_credentials(

@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..deprecated import DeprecatedMethods
 from ..sessions import WriterMap
+from ..settings import ClientSettings
 from ..topics import TopicSpec, base_url, normalize_topics, short_name, topic_url
 
 __all__ = [
@@ -568,7 +569,7 @@ class InMemoryWriter:
         self.close()
 
 
-class InMemoryClient(WriterMap, DeprecatedMethods):
+class InMemoryClient(WriterMap, DeprecatedMethods, ClientSettings):
     """A stand-in for :class:`igwn_alert.client` that talks to an :class:`InMemoryBroker`.
 
     It takes the same arguments as :class:`igwn_alert.client` (and ``broker``), keeps the
@@ -609,28 +610,20 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
         *,
         broker: Optional[InMemoryBroker] = None,
     ) -> None:
-        if not isinstance(server, str):
-            raise AssertionError(f'"server" must be str, not {type(server)}')
-        if not isinstance(port, int):
-            raise AssertionError(f'"port" must be int, not {type(port)}')
-        if not isinstance(group, str):
-            raise AssertionError(f'"group" must be str, not {type(group)}')
+        self._apply_settings(
+            server=server,
+            port=port,
+            group=group,
+            consumer_group=consumer_group,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+            retry_on_fatal=retry_on_fatal,
+            listen_retries=listen_retries,
+            retry_wait=retry_wait,
+            jsonpp_on=jsonpp_on,
+        )
         self.broker = broker if broker is not None else default_broker()
-        self.server = server
-        self.port = port
-        self.group_prefix = group
-        self.consumer_group = consumer_group
-        self.batch_size = batch_size
-        self.batch_timeout = batch_timeout
-        self.retry_on_fatal = retry_on_fatal
-        self.listen_retries = listen_retries
-        self.retry_wait = retry_wait
-        self.jsonpp_on = jsonpp_on
         self.authfile = authfile
-        self.stop_listening = threading.Event()
-        self.listening = threading.Event()
-        self.base_url_prefix = self._construct_base_url()
-        self.sessions: dict[str, InMemoryWriter] = {}
         self._positions: dict[str, int] = {}
         self._publishers: dict[str, InMemoryWriter] = {}
         if auth is not None:

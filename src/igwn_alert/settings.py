@@ -1,0 +1,91 @@
+"""The settings every client keeps, checked as the reference client checks them."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any, Optional
+
+from .topics import base_url
+
+__all__ = ["ClientSettings"]
+
+
+def _require(condition: bool, message: str) -> None:
+    # An explicit check, not `assert`, so that it also fires under `python -O`.
+    if not condition:
+        raise AssertionError(message)
+
+
+class ClientSettings:
+    """The attributes a client keeps (see :meth:`_apply_settings`)."""
+
+    server: str
+    port: int
+    group_prefix: str
+    consumer_group: Optional[str]
+    batch_size: int
+    batch_timeout: timedelta
+    retry_on_fatal: bool
+    listen_retries: int
+    retry_wait: float
+    jsonpp_on: bool
+    stop_listening: threading.Event
+    listening: threading.Event
+    base_url_prefix: str
+    sessions: dict[str, Any]
+    _publishers: dict[str, Any]
+
+    def _apply_settings(
+        self,
+        *,
+        server: str,
+        port: int,
+        group: str,
+        consumer_group: Optional[str],
+        batch_size: int,
+        batch_timeout: timedelta,
+        retry_on_fatal: bool,
+        listen_retries: int,
+        retry_wait: float,
+        jsonpp_on: bool,
+    ) -> None:
+        """Check a client's arguments and set its attributes.
+
+        Sets ``server``, ``port``, ``group_prefix``, ``consumer_group``, ``batch_size``,
+        ``batch_timeout``, ``retry_on_fatal``, ``listen_retries``, ``retry_wait``,
+        ``jsonpp_on``, ``stop_listening`` and ``listening`` (events), ``base_url_prefix``,
+        and empty ``sessions`` and ``_publishers``.
+
+        Parameters
+        ----------
+        server, port, group, consumer_group, batch_size, batch_timeout, retry_on_fatal, \
+    listen_retries, retry_wait, jsonpp_on
+            As for :class:`igwn_alert.client`.
+
+        Raises
+        ------
+        AssertionError
+            If ``server`` or ``group`` is not a str, or ``port`` not an int (also under -O).
+        """
+        _require(isinstance(server, str), f'"server" must be str, not {type(server)}')
+        _require(
+            isinstance(port, int) and not isinstance(port, bool),
+            f'"port" must be int, not {type(port)}',
+        )
+        _require(isinstance(group, str), f'"group" must be str, not {type(group)}')
+        self.server = server
+        self.port = port
+        self.group_prefix = group
+        self.consumer_group = consumer_group
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.retry_on_fatal = retry_on_fatal
+        self.listen_retries = listen_retries
+        self.retry_wait = retry_wait
+        self.jsonpp_on = jsonpp_on
+        self.stop_listening = threading.Event()
+        self.listening = threading.Event()
+        self.base_url_prefix = base_url(server, port, group)
+        self.sessions = {}
+        self._publishers = {}
