@@ -21,8 +21,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from _helpers import host_port, plain_client
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
+
+__all__ = ["host_port", "plain_client"]  # re-exported for the delivery tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT / "scripts") not in sys.path:
@@ -105,21 +108,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
 
 
 # --------------------------------------------------------------------------- clients
-
-
-def host_port(bootstrap: str) -> tuple[str, int]:
-    host, port = bootstrap.split(",")[0].rsplit(":", 1)
-    return host, int(port)
-
-
-def plain_client(bootstrap: str, group: str, **kwargs: Any) -> Any:
-    """An igwn_alert client on a PLAINTEXT listener (no credential)."""
-    import igwn_alert
-
-    host, port = host_port(bootstrap)
-    return igwn_alert.client(
-        noauth=True, server=f"kafka://{host}", port=port, group=group, **kwargs
-    )
 
 
 def alert(i: Any, **extra: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import read_from_start
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -24,32 +25,6 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 def superevent() -> dict[str, Any]:
     alert: dict[str, Any] = json.loads((DATA / "superevent_new.json").read_text())
     return alert
-
-
-def _consume(conf: dict[str, Any], topic: str, count: int, timeout: float = 30.0) -> list[Any]:
-    """Read ``count`` messages from the start of ``topic``; raise on any error."""
-    consumer = Consumer(
-        {
-            **conf,
-            "group.id": f"test-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        consumer.subscribe([topic])
-        got: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            got.append(msg)
-        return got
-    finally:
-        consumer.close()
 
 
 def _produce(conf: dict[str, Any], topic: str, values: list[bytes]) -> list[Any]:
@@ -129,7 +104,7 @@ def test_hop_alert_over_scram_reaches_reader(
     assert received == [superevent]
 
     # a plain confluent consumer with the reader's SCRAM credentials sees the same bytes
-    (msg,) = _consume(reader.scram_config(), topic.full, 1)
+    (msg,) = read_from_start(reader.scram_config(), topic.full, 1, timeout=30.0)
     assert json.loads(msg.value()) == superevent
     assert 1000 < len(msg.value()) < 2000
 
@@ -141,7 +116,9 @@ def test_new_consumer_group_protocol_over_scram(
     topic = make_topic("test")
     user = make_user(read=[topic], write=[topic])
     assert _produce(user.scram_config(), topic.full, [b"one", b"two"]) == [None, None]
-    msgs = _consume({**user.scram_config(), "group.protocol": "consumer"}, topic.full, 2)
+    msgs = read_from_start(
+        {**user.scram_config(), "group.protocol": "consumer"}, topic.full, 2, timeout=30.0
+    )
     assert [m.value() for m in msgs] == [b"one", b"two"]
 
 
@@ -207,7 +184,7 @@ def test_user_without_acl_gets_topic_authorization_failed(
 
     # read: the consumer reports TOPIC_AUTHORIZATION_FAILED
     with pytest.raises(KafkaException) as info:
-        _consume(user.scram_config(), forbidden.full, 1, timeout=15)
+        read_from_start(user.scram_config(), forbidden.full, 1, timeout=15)
     assert info.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
     # metadata only shows what the user may describe
@@ -250,7 +227,7 @@ def test_plaintext_listener_is_unrestricted(kafka_broker: Any) -> None:
     try:
         kafka_broker.wait_topics([name], partitions=2)
         assert _produce(conf, name, [b"a", b"b", b"c"]) == [None, None, None]
-        msgs = _consume(conf, name, 3)
+        msgs = read_from_start(conf, name, 3, timeout=30.0)
         assert sorted(m.value() for m in msgs) == [b"a", b"b", b"c"]
         assert kafka_broker.acls_for("ANONYMOUS") == []  # no ACL involved: super user
     finally:
@@ -290,7 +267,7 @@ def test_restart_keeps_ports_credentials_and_data(
     assert broker.pid != old_pid and broker.is_running()
     broker.wait_authenticates(user.username, user.password)
     assert _produce(user.scram_config(), topic.full, [b"after"]) == [None]
-    msgs = _consume(user.scram_config(), topic.full, 2)
+    msgs = read_from_start(user.scram_config(), topic.full, 2, timeout=30.0)
     assert [m.value() for m in msgs] == [b"before", b"after"]
 
     broker.kill()
@@ -321,5 +298,5 @@ def test_three_node_cluster_survives_leader_kill(make_cluster: Any) -> None:
     assert _produce({**conf, "acks": "all"}, name, [b"2"]) == [None]
     victim.start()
     assert victim.is_running()
-    msgs = _consume(conf, name, 2)
+    msgs = read_from_start(conf, name, 2, timeout=30.0)
     assert [m.value() for m in msgs] == [b"1", b"2"]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import plain_client
 
 import igwn_alert
 
@@ -87,11 +88,6 @@ def plain_args(broker: Any, group: str) -> list[str]:
 def sasl_args(broker: Any, group: str) -> list[str]:
     host, port = broker.sasl.rsplit(":", 1)
     return ["-s", f"kafka://{host}", "-p", port, "-g", group]
-
-
-def plain_client(broker: Any, group: str) -> igwn_alert.client:
-    host, port = broker.plaintext.rsplit(":", 1)
-    return igwn_alert.client(noauth=True, server=f"kafka://{host}/", port=int(port), group=group)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
@@ -239,7 +235,7 @@ def test_send_reaches_listen_which_exits_quietly(
     text = (DATA / "superevent_new.json").read_text()
     alert_file = home / "alert.json"
     alert_file.write_text(text)
-    publisher = plain_client(kafka_broker, topic.group)
+    publisher = plain_client(kafka_broker.plaintext, topic.group)
 
     listener = CliListener([*plain_args(kafka_broker, topic.group), "listen", "superevent"], home)
     listeners.append(listener)
@@ -305,7 +301,7 @@ def test_netrc_option(
     alert_file.write_text('{"uid": "S1", "via": "netrc"}')
     listener = CliListener([*args, "listen", "superevent"], home)
     listeners.append(listener)
-    listener.wait_ready(plain_client(kafka_broker, topic.group), "superevent")
+    listener.wait_ready(plain_client(kafka_broker.plaintext, topic.group), "superevent")
     sent = run_cli([*args, "send", "superevent", str(alert_file)], home)
     assert sent.returncode == 0, sent.stderr
     assert listener.wait_for_output('"via": "netrc"', 15), listener.output()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from _helpers import Listening, plain_client
 from hop.auth import Auth
 
 import igwn_alert
@@ -34,69 +35,10 @@ REFUSAL_TIMEOUT = 15.0
 # ---------------------------------------------------------------------------- helpers
 
 
-class Listening:
-    """Run ``client.listen(callback, topic)`` in a thread and collect what it delivers."""
-
-    def __init__(self, client: igwn_alert.client, topic: Any) -> None:
-        self.client = client
-        self.topic = topic
-        self.received: list[tuple[str, Any]] = []
-        self.error: Optional[BaseException] = None
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="test-listen", daemon=True)
-
-    def _callback(self, topic: str, payload: Any) -> None:
-        with self._cond:
-            self.received.append((topic, payload))
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        try:
-            self.client.listen(self._callback, self.topic)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            self.error = exc
-
-    def __enter__(self) -> Listening:
-        self._thread.start()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not self.client.listening.wait(0.05):
-            if not self._thread.is_alive():
-                raise AssertionError(f"listen() ended before it was ready: {self.error!r}")
-            if time.monotonic() > deadline:
-                self.client.stop()
-                raise AssertionError(f"listen() not ready within {READY_TIMEOUT} s")
-        return self
-
-    def wait_for(self, count: int, timeout: float = RECEIVE_TIMEOUT) -> list[tuple[str, Any]]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(self.received) < count and self.error is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, 0.1))
-            got = list(self.received)
-        assert self.error is None, f"listen() raised {self.error!r}"
-        assert len(got) >= count, f"expected {count} alerts within {timeout} s, got {got!r}"
-        return got
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.stop()
-        self._thread.join(5)
-        assert not self._thread.is_alive(), "listen() did not return after stop()"
-        if exc[0] is None and self.error is not None:
-            raise AssertionError(f"listen() raised {self.error!r}")
-
-
 def sasl_client(broker: Any, group: str, **kwargs: Any) -> igwn_alert.client:
     """A client of the broker's SASL listener (server given by host, port separately)."""
     host, port = broker.sasl.rsplit(":", 1)
     return igwn_alert.client(server=f"kafka://{host}/", port=int(port), group=group, **kwargs)
-
-
-def plain_client(broker: Any, group: str) -> igwn_alert.client:
-    host, port = broker.plaintext.rsplit(":", 1)
-    return igwn_alert.client(noauth=True, server=f"kafka://{host}/", port=int(port), group=group)
 
 
 def listen_raises(
@@ -289,7 +231,9 @@ def test_read_only_user_can_listen(kafka_broker: Any, make_topic: Any, make_user
             consumer_group=consumer_group,
         )
         with Listening(listener, "superevent") as listening:
-            plain_client(kafka_broker, topic.group).publish("superevent", {"token": token})
+            plain_client(kafka_broker.plaintext, topic.group).publish(
+                "superevent", {"token": token}
+            )
             assert listening.wait_for(1) == [("superevent", {"token": token})]
     # the reader sees only its own topic
     assert listener.get_topics() == ["superevent"]

@@ -10,16 +10,14 @@ alert: ``client.listening`` tells when it is positioned, so nothing is published
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from confluent_kafka import Consumer, KafkaException
+from _helpers import Listening, plain_client, read_from_start
 from hop.io import Producer as HopProducer
 from hop.models import Blob
 
@@ -48,103 +46,6 @@ def alert_dict(alert_text: str) -> dict[str, Any]:
     return value
 
 
-def plain_client(broker: Any, group: str, **kwargs: Any) -> igwn_alert.client:
-    """A client of the broker's plaintext listener, unauthenticated."""
-    host, port = broker.plaintext.rsplit(":", 1)
-    return igwn_alert.client(
-        noauth=True, server=f"kafka://{host}/", port=int(port), group=group, **kwargs
-    )
-
-
-class Listening:
-    """Run ``client.listen(callback, topic)`` in a thread and collect what it delivers.
-
-    Entering waits until the listener is positioned (``client.listening``); leaving stops it
-    and checks that ``listen()`` returned and did not raise.
-    """
-
-    def __init__(self, client: igwn_alert.client, topic: Any) -> None:
-        self.client = client
-        self.topic = topic
-        self.received: list[tuple[str, Any]] = []
-        self.error: Optional[BaseException] = None
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="test-listen", daemon=True)
-
-    def _callback(self, topic: str, payload: Any) -> None:
-        with self._cond:
-            self.received.append((topic, payload))
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # raw bytes warn "not valid json"
-                self.client.listen(self._callback, self.topic)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            self.error = exc
-
-    def __enter__(self) -> Listening:
-        self._thread.start()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not self.client.listening.wait(0.05):
-            if not self._thread.is_alive():
-                raise AssertionError(f"listen() ended before it was ready: {self.error!r}")
-            if time.monotonic() > deadline:
-                self.client.stop()
-                raise AssertionError(f"listen() not ready within {READY_TIMEOUT} s")
-        return self
-
-    def wait_for(self, count: int, timeout: float = RECEIVE_TIMEOUT) -> list[tuple[str, Any]]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(self.received) < count:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.error is not None:
-                    break
-                self._cond.wait(min(left, 0.1))
-            got = list(self.received)
-        assert self.error is None, f"listen() raised {self.error!r}"
-        assert len(got) >= count, f"expected {count} alerts within {timeout} s, got {got!r}"
-        return got
-
-    def __exit__(self, *exc: object) -> None:
-        t0 = time.monotonic()
-        self.client.stop()
-        self._thread.join(5)
-        assert not self._thread.is_alive(), "listen() did not return after stop()"
-        assert time.monotonic() - t0 < 2.0
-        if exc[0] is None and self.error is not None:
-            raise AssertionError(f"listen() raised {self.error!r}")
-
-
-def raw_messages(broker: Any, topic: str, count: int, timeout: float = 15.0) -> list[Any]:
-    """The raw Kafka messages of ``topic`` from its start (bytes and headers on the wire)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker.plaintext,
-            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        consumer.subscribe([topic])
-        got: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            got.append(msg)
-        assert len(got) == count, f"{len(got)} of {count} raw messages on {topic}"
-        return got
-    finally:
-        consumer.close()
-
-
 def headers_without_id(headers: Optional[Iterable[tuple[str, bytes]]]) -> dict[str, bytes]:
     return {k: v for k, v in (headers or []) if k != "_id"}
 
@@ -157,9 +58,9 @@ def test_str_dict_and_bytes_payloads_round_trip(
 ) -> None:
     topic = make_topic("superevent")
     raw = b"\x00\x01 not json \xff" + uuid.uuid4().bytes
-    listener = plain_client(kafka_broker, topic.group)
-    publisher = plain_client(kafka_broker, topic.group)
-    with Listening(listener, "superevent") as listening:
+    listener = plain_client(kafka_broker.plaintext, topic.group)
+    publisher = plain_client(kafka_broker.plaintext, topic.group)
+    with Listening(listener, "superevent", quiet=True) as listening:
         publisher.connect("superevent")
         publisher.publish_to_topic("superevent", alert_text)
         publisher.publish_to_topic("superevent", alert_dict)
@@ -188,14 +89,15 @@ def test_bytes_on_the_wire_are_hops(
     """publish_to_topic writes exactly what hop (and so the reference) writes."""
     topic = make_topic("superevent")
     raw = b"\x00raw\xff"
-    publisher = plain_client(kafka_broker, topic.group)
+    publisher = plain_client(kafka_broker.plaintext, topic.group)
     publisher.connect("superevent")
     for msg in (alert_text, alert_dict, raw):
         publisher.publish_to_topic("superevent", msg)
     publisher.flush_by_topic("superevent")
     publisher.disconnect()
 
-    messages = raw_messages(kafka_broker, topic.full, 3)
+    messages = read_from_start({"bootstrap.servers": kafka_broker.plaintext}, topic.full, 3)
+    assert len(messages) == 3, f"{len(messages)} of 3 raw messages on {topic.full}"
     for msg, sent in zip(messages, (alert_text, alert_dict, raw)):
         value, headers = HopProducer.pack(sent)
         assert msg.value() == value
@@ -215,10 +117,12 @@ def test_multi_topic_listen_gets_short_names(kafka_broker: Any, make_topic: Any)
     for name in names:
         make_topic(name)
     group = make_topic.group
-    publisher = plain_client(kafka_broker, group)
+    publisher = plain_client(kafka_broker.plaintext, group)
     publisher.connect(names)
     for topic_arg in (names, set(names)):
-        with Listening(plain_client(kafka_broker, group), topic_arg) as listening:
+        with Listening(
+            plain_client(kafka_broker.plaintext, group), topic_arg, quiet=True
+        ) as listening:
             for name in names:
                 publisher.publish_to_topic(name, {"topic": name})
                 publisher.flush_by_topic(name)
@@ -235,10 +139,10 @@ def test_listen_without_topics_covers_the_whole_group(kafka_broker: Any, make_to
         make_topic(name)
     group = make_topic.group
     other = make_topic("superevent", group=f"test-{group}")  # not of this group
-    listener = plain_client(kafka_broker, group)
-    with Listening(listener, None) as listening:
-        plain_client(kafka_broker, other.group).publish("superevent", {"from": "other"})
-        publisher = plain_client(kafka_broker, group)
+    listener = plain_client(kafka_broker.plaintext, group)
+    with Listening(listener, None, quiet=True) as listening:
+        plain_client(kafka_broker.plaintext, other.group).publish("superevent", {"from": "other"})
+        publisher = plain_client(kafka_broker.plaintext, group)
         for name in names:
             publisher.publish(name, {"topic": name})
         listening.wait_for(3)
@@ -262,7 +166,7 @@ def test_get_topics_lists_only_the_groups_short_names(kafka_broker: Any, make_to
     make_topic("other", group=f"test-{group}")
     make_topic("lookalike", group=f"{group}x")
 
-    client = plain_client(kafka_broker, group)
+    client = plain_client(kafka_broker.plaintext, group)
     found = client.get_topics()
     assert sorted(found) == sorted(names)
     assert len(found) == len(set(found))
@@ -278,8 +182,10 @@ def test_connect_publish_flush_disconnect(kafka_broker: Any, make_topic: Any) ->
     make_topic("superevent")
     make_topic("cbc_gstlal")
     group = make_topic.group
-    publisher = plain_client(kafka_broker, group)
-    with Listening(plain_client(kafka_broker, group), ["superevent", "cbc_gstlal"]) as listening:
+    publisher = plain_client(kafka_broker.plaintext, group)
+    with Listening(
+        plain_client(kafka_broker.plaintext, group), ["superevent", "cbc_gstlal"], quiet=True
+    ) as listening:
         publisher.connect(["superevent", "cbc_gstlal"])
         assert sorted(publisher.sessions) == ["cbc_gstlal", "superevent"]
         for i in range(3):
@@ -326,8 +232,10 @@ def test_publish_without_connect(
     make_topic("superevent")
     make_topic("cbc_gstlal")
     group = make_topic.group
-    publisher = plain_client(kafka_broker, group)
-    with Listening(plain_client(kafka_broker, group), ["superevent", "cbc_gstlal"]) as listening:
+    publisher = plain_client(kafka_broker.plaintext, group)
+    with Listening(
+        plain_client(kafka_broker.plaintext, group), ["superevent", "cbc_gstlal"], quiet=True
+    ) as listening:
         publisher.publish("superevent", alert_text)  # returns once delivered
         assert publisher.sessions == {}
         publisher.publish(["superevent", "cbc_gstlal"], alert_dict)
@@ -347,7 +255,7 @@ def test_publish_without_connect(
 
 def test_connect_to_a_missing_topic_is_a_clear_error(kafka_broker: Any, make_topic: Any) -> None:
     make_topic("superevent")
-    publisher = plain_client(kafka_broker, make_topic.group)
+    publisher = plain_client(kafka_broker.plaintext, make_topic.group)
     t0 = time.monotonic()
     with pytest.raises(TopicNotFoundError, match=f"{make_topic.group}.does_not_exist"):
         publisher.connect("does_not_exist")

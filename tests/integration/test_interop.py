@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from confluent_kafka import Consumer, KafkaException
+from _helpers import plain_client, read_from_start
 
 import igwn_alert
 
@@ -329,11 +329,6 @@ def reference_listeners() -> Iterator[list[ReferenceListener]]:
 # ---------------------------------------------------------------------------- our side
 
 
-def plain_client(broker: Any, group: str) -> igwn_alert.client:
-    host, port = broker.plaintext.rsplit(":", 1)
-    return igwn_alert.client(noauth=True, server=f"kafka://{host}/", port=int(port), group=group)
-
-
 class OurListener:
     """Our client's listen() in a thread, describing payloads as the reference script does."""
 
@@ -379,34 +374,17 @@ class OurListener:
 
 def raw_alerts(broker: Any, topic: str, count: int, timeout: float = 15.0) -> list[Any]:
     """The first ``count`` raw messages of ``topic`` that are not probes."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker.plaintext,
-            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        consumer.subscribe([topic])
-        got: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            try:
-                value = json.loads(msg.value())
-            except ValueError:
-                value = None
-            if not _is_probe(value):
-                got.append(msg)
-        assert len(got) == count
-        return got
-    finally:
-        consumer.close()
+
+    def not_probe(msg: Any) -> bool:
+        try:
+            value = json.loads(msg.value())
+        except ValueError:
+            value = None
+        return not _is_probe(value)
+
+    got = read_from_start({"bootstrap.servers": broker.plaintext}, topic, count, timeout, not_probe)
+    assert len(got) == count
+    return got
 
 
 def wire(msg: Any) -> tuple[bytes, dict[str, bytes]]:
@@ -440,9 +418,9 @@ def test_reference_publisher_reaches_our_listener_as_it_reaches_its_own(
         reference_python, workdir, kafka_broker, topic.group, ["superevent"]
     )
     reference_listeners.append(reference)
-    ours_client = plain_client(kafka_broker, topic.group)
+    ours_client = plain_client(kafka_broker.plaintext, topic.group)
     with OurListener(ours_client, ["superevent"], reference.end) as ours:
-        reference.wait_ready(plain_client(kafka_broker, topic.group), "superevent")
+        reference.wait_ready(plain_client(kafka_broker.plaintext, topic.group), "superevent")
         messages = [alert_text, alert, raw, {"end": reference.end}]
         run_reference_publisher(
             reference_python, workdir, kafka_broker, topic.group, "superevent", messages, mode
@@ -481,7 +459,7 @@ def test_our_publisher_reaches_the_reference_listener_as_its_own_publishing_does
         reference_python, workdir, kafka_broker, topic.group, ["superevent"]
     )
     reference_listeners.append(reference)
-    publisher = plain_client(kafka_broker, topic.group)
+    publisher = plain_client(kafka_broker.plaintext, topic.group)
     reference.wait_ready(publisher, "superevent")
 
     # 1. the reference publishes, 2. we do with connect/publish_to_topic, 3. with publish()
