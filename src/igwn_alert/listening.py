@@ -94,8 +94,6 @@ def unwrap(payload: Any) -> Any:
     object
         The payload for the callback.
     """
-    if type(payload) is JSONBlob:
-        return payload.content
     if isinstance(payload, JSONBlob):
         return payload.content
     try:

@@ -73,17 +73,18 @@ def decode_message(message: Any) -> Any:
     hop model
         The decoded payload.
     """
+    fmt = next((value for name, value in message.headers() or () if name == "_format"), None)
+    return _decode(message, fmt)
+
+
+def _decode(message: Any, fmt: Optional[bytes]) -> Any:
+    """Decode a message whose ``_format`` header (if any) is already known."""
     value = message.value()
-    headers = message.headers()
-    if headers and value is not None:
-        for name, fmt in headers:
-            if name == "_format":
-                if fmt == b"json":
-                    try:
-                        return JSONBlob(content=json.loads(value.decode("utf-8")))
-                    except (UnicodeDecodeError, ValueError) as exc:
-                        return _undecodable(message, value, exc)
-                break
+    if fmt == b"json" and value is not None:  # every GraceDB alert
+        try:
+            return JSONBlob(content=json.loads(value.decode("utf-8")))
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError
+            return _undecodable(message, value, exc)
     if value is None:
         return _undecodable(message, b"", "the message has no value")
     try:
@@ -555,7 +556,6 @@ class AlertReader:
         drain = max(_DRAIN, int(batch_size))
         stop = self._stop
         ignoretest = self.ignoretest
-        loads = json.loads
         previous = None
         while not stop.is_set():
             if self._pending is not None:
@@ -592,16 +592,7 @@ class AlertReader:
                 if previous is not None:
                     self._store(previous)
                     previous = None
-                payload = None
-                if fmt == b"json":  # every GraceDB alert: decode it here
-                    value = message.value()
-                    if value is not None:
-                        try:
-                            payload = JSONBlob(content=loads(value.decode("utf-8")))
-                        except ValueError:  # UnicodeDecodeError too; decode_message warns
-                            payload = None
-                if payload is None:
-                    payload = decode_message(message)
+                payload = _decode(message, fmt)
                 if autocommit:
                     previous = message
                 yield (payload, _metadata(message, headers)) if metadata else payload
