@@ -5,22 +5,33 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-__all__ = ["base_config", "credential_config", "rdkafka_logger"]
+__all__ = ["DebugLog", "base_config", "credential_config", "rdkafka_logger"]
 
 #: librdkafka's own log lines go to this logger, at debug level: the client reports the
 #: errors that matter itself (once per outage), through ``error_cb``.
 rdkafka_logger = logging.getLogger("igwn_alert.rdkafka")
 
 
-class _DebugOnly:
-    """A logger for librdkafka that files every line at debug level."""
+class DebugLog:
+    """A logger for librdkafka (its ``logger`` setting) that files every line at debug level."""
 
     def log(self, level: int, msg: str, *args: Any) -> None:
+        """File one librdkafka log line at debug level.
+
+        Parameters
+        ----------
+        level : int
+            librdkafka's (syslog) level, ignored.
+        msg : str
+            The format string.
+        *args
+            Its arguments.
+        """
         if rdkafka_logger.isEnabledFor(logging.DEBUG):
             rdkafka_logger.debug(msg, *args)
 
 
-_RDKAFKA_LOG = _DebugOnly()
+_RDKAFKA_LOG = DebugLog()
 
 
 def credential_config(credential: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from hop.io import Producer as _HopProducer
 
 from . import errors
 from .exceptions import AuthorizationError, DeliveryError, KafkaException
-from .kafka_config import base_config, rdkafka_logger
+from .kafka_config import DebugLog, base_config
 
 __all__ = ["DEFAULT_DELIVERY_TIMEOUT", "AlertWriter", "ProducerPool"]
 
@@ -66,7 +66,7 @@ _dumps = json.dumps
 _uuid4 = uuid.uuid4
 
 
-class _ProducerLog:
+class _ProducerLog(DebugLog):
     """librdkafka's log lines of one producer: filed at debug level, its fatal error kept.
 
     confluent-kafka raises a fatal producer error (such as a credential without any WRITE
@@ -82,8 +82,7 @@ class _ProducerLog:
         if args and args[0] == "FATAL":
             text = str(args[-1])
             self._reasons.append(text.split("Fatal error: ", 1)[-1])
-        if rdkafka_logger.isEnabledFor(logging.DEBUG):
-            rdkafka_logger.debug(msg, *args)
+        super().log(level, msg, *args)
 
 
 def _kafka_error_in(exc: BaseException) -> Any:

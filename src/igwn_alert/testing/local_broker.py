@@ -228,15 +228,12 @@ class LocalBroker:
         """
         import confluent_kafka
 
-        from ..kafka_config import rdkafka_logger
+        from ..kafka_config import base_config
 
         consumer = confluent_kafka.Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": consumer_group,
-                "enable.auto.commit": False,
-                "logger": rdkafka_logger,
-            }
+            base_config(
+                self.bootstrap, None, {"group.id": consumer_group, "enable.auto.commit": False}
+            )
         )
         try:
             metadata = consumer.list_topics(timeout=10)
