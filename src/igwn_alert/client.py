@@ -2,8 +2,8 @@
 
 The class keeps the reference client's name, signature, attributes and behaviour (see the
 migration guide for what is better here) and delegates the work to the modules that do it:
-:mod:`~igwn_alert.credentials`, :mod:`~igwn_alert.topics`, :mod:`~igwn_alert.publishing`,
-:mod:`~igwn_alert.reading` and :mod:`~igwn_alert.listening`.
+:mod:`~igwn_alert._credentials`, :mod:`~igwn_alert._topics`, :mod:`~igwn_alert._publishing`,
+:mod:`~igwn_alert._reading` and :mod:`~igwn_alert._listening`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from adc.kafka import parse_kafka_url
 from hop import Stream
 from hop.auth import AmbiguousCredentialError, Auth, select_matching_auth
 
-from . import listening
-from .credentials import resolve_credentials
-from .deprecated import DeprecatedMethods
-from .publishing import AlertWriter, ProducerPool
-from .reading import AlertReader
-from .sessions import WriterMap
-from .settings import ClientSettings
-from .topics import TopicSpec, base_url, group_topics, normalize_topics, topic_url
+from . import _listening
+from ._credentials import resolve_credentials
+from ._deprecated import DeprecatedMethods
+from ._publishing import AlertWriter, ProducerPool
+from ._reading import AlertReader
+from ._sessions import WriterMap
+from ._settings import ClientSettings
+from ._topics import TopicSpec, base_url, group_topics, normalize_topics, topic_url
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -239,7 +239,7 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
             Skip hop test messages when reading.
         **kwargs
             ``start_at`` (read mode): where to start (see
-            :class:`igwn_alert.reading.AlertReader`).
+            :class:`igwn_alert._reading.AlertReader`).
 
         Returns
         -------

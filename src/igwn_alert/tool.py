@@ -32,9 +32,9 @@ from .client import (
     DEFAULT_SERVER,
     client,
 )
-from .credentials import credential_for_user, netrc_credential
-from .probe import probe
-from .topics import full_name, group_topics, server_address
+from ._credentials import credential_for_user, netrc_credential
+from ._probe import probe
+from ._topics import full_name, group_topics, server_address
 from .version import __version__
 
 __all__ = ["main", "parser"]
@@ -188,12 +188,12 @@ def _check(lv: client, topics: Sequence[str]) -> None:
 
 def _run(opts: argparse.Namespace) -> int:
     if opts.action == "serve":
-        from .embedded_broker import serve
+        from .testing._embedded_broker import serve
 
         serve(port=opts.serve_port, stream=sys.stdout)
         return 0
     if opts.action == "demo":
-        from .demo import run_demo
+        from .testing._demo import run_demo
 
         run_demo(stream=sys.stdout, jsonpp=opts.jsonpp)
         return 0

@@ -9,10 +9,10 @@ isolated_home  HOME, XDG_CONFIG_HOME and NETRC pointed into tmp_path (no real cr
 patched_open   ``igwn_alert.client.client.open`` replaced by a MagicMock (the reference's
                own patch point); set ``.side_effect`` / ``.return_value`` to fake streams.
 fake_producer  ``confluent_kafka.Producer`` replaced by :class:`FakeProducer` (the boundary
-               of :mod:`igwn_alert.publishing`); returns the class, whose ``instances``
+               of :mod:`igwn_alert._publishing`); returns the class, whose ``instances``
                records every producer made.
 fake_consumer  ``confluent_kafka.Consumer`` replaced by :class:`FakeConsumer` (the boundary
-               of :mod:`igwn_alert.reading`); returns the class.
+               of :mod:`igwn_alert._reading`); returns the class.
 
 fakes          the helpers below, as attributes (test modules cannot import conftest).
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from igwn_alert import demo
-from igwn_alert.demo import DEMO_GROUP, DemoError, demo_alerts, run_demo
+from igwn_alert.testing._demo import DEMO_GROUP, DemoError, demo_alerts, run_demo
 
 
 def test_demo_alerts_are_realistic() -> None:

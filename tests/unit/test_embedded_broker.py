@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import confluent_kafka
 import pytest
 
-from igwn_alert.embedded_broker import (
+from igwn_alert.testing._embedded_broker import (
     AUTO_CREATED_PARTITIONS,
     DEFAULT_SERVE_TOPICS,
     EmbeddedBroker,
@@ -101,7 +101,7 @@ def test_create_topics_native_honours_partitions() -> None:
 
 def test_create_topics_config_backend_auto_creates(caplog: pytest.LogCaptureFixture) -> None:
     with EmbeddedBroker(backend="config") as running:
-        with caplog.at_level(logging.WARNING, logger="igwn_alert.embedded_broker"):
+        with caplog.at_level(logging.WARNING, logger="igwn_alert.testing._embedded_broker"):
             assert running.create_topics(["g.one"], partitions=1) == ["g.one"]
         assert "4 partitions" in caplog.text
         assert running.list_topics()["g.one"] == AUTO_CREATED_PARTITIONS
@@ -240,7 +240,7 @@ def test_nothing_is_printed_to_stderr(capfd: pytest.CaptureFixture[str]) -> None
 
 
 def test_librdkafka_lines_go_to_logging(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="igwn_alert.embedded_broker"):
+    with caplog.at_level(logging.DEBUG, logger="igwn_alert.testing._embedded_broker"):
         with EmbeddedBroker(backend="native"):
             pass
     assert any("librdkafka" in r.getMessage() for r in caplog.records)

@@ -71,8 +71,8 @@ def test_plugin_import_is_cheap() -> None:
     """Importing the plugin does not import the broker, the in-memory bus or the demo."""
     code = (
         "import sys; import igwn_alert.testing.pytest_plugin; "
-        "heavy = [m for m in ('igwn_alert.embedded_broker', 'igwn_alert.testing.memory', "
-        "'igwn_alert.testing.local_broker', 'igwn_alert.demo') if m in sys.modules]; "
+        "heavy = [m for m in ('igwn_alert.testing._embedded_broker', 'igwn_alert.testing.memory', "
+        "'igwn_alert.testing.local_broker', 'igwn_alert.testing._demo') if m in sys.modules]; "
         "print(heavy)"
     )
     out = subprocess.run(

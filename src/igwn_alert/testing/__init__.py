@@ -19,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..demo import DemoAlert, demo_alerts
+    from ._demo import DemoAlert, demo_alerts
     from ..exceptions import FakeFatalKafkaException, FakeNonFatalKafkaException
     from .local_broker import BackgroundListener, LocalBroker
     from .memory import (
@@ -60,8 +60,8 @@ _WHERE = {
     "use_broker": ".memory",
     "FakeFatalKafkaException": "..exceptions",
     "FakeNonFatalKafkaException": "..exceptions",
-    "DemoAlert": "..demo",
-    "demo_alerts": "..demo",
+    "DemoAlert": "._demo",
+    "demo_alerts": "._demo",
 }
 
 

@@ -1,6 +1,6 @@
 """A real (embedded) Kafka broker for tests, with ready-made clients and a listener helper.
 
-:class:`LocalBroker` wraps :class:`igwn_alert.embedded_broker.EmbeddedBroker`: it needs
+:class:`LocalBroker` wraps :class:`igwn_alert.testing._embedded_broker.EmbeddedBroker`: it needs
 nothing but ``confluent-kafka``, starts in milliseconds, and the clients it makes are real
 :class:`igwn_alert.client` objects talking Kafka over a local socket.
 """
@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..embedded_broker import EmbeddedBroker
-from ..topics import TopicSpec, normalize_topics
+from ._embedded_broker import EmbeddedBroker
+from .._topics import TopicSpec, normalize_topics
 
 if TYPE_CHECKING:
     from ..client import client as Client
@@ -37,7 +37,7 @@ class LocalBroker:
     port : int, optional
         A fixed port; by default a random one.
     **options
-        Passed on to :class:`~igwn_alert.embedded_broker.EmbeddedBroker` (``backend``,
+        Passed on to :class:`~igwn_alert.testing._embedded_broker.EmbeddedBroker` (``backend``,
         ``broker_rtt_ms``, ``group_initial_rebalance_delay_ms``).
 
     Examples
@@ -228,7 +228,7 @@ class LocalBroker:
         """
         import confluent_kafka
 
-        from ..kafka_config import base_config
+        from .._kafka_config import base_config
 
         consumer = confluent_kafka.Consumer(
             base_config(

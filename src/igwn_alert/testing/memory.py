@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Union
 
-from ..deprecated import DeprecatedMethods
-from ..sessions import WriterMap
-from ..settings import ClientSettings
-from ..topics import TopicSpec, base_url, normalize_topics, short_name, topic_url
+from .._deprecated import DeprecatedMethods
+from .._sessions import WriterMap
+from .._settings import ClientSettings
+from .._topics import TopicSpec, base_url, normalize_topics, short_name, topic_url
 
 __all__ = [
     "InMemoryBroker",
@@ -124,8 +124,8 @@ class Record:
         object
             A str or dict for hop JSON, else what the client's decoding rules give.
         """
-        from ..listening import unwrap
-        from ..reading import decode_message
+        from .._listening import unwrap
+        from .._reading import decode_message
 
         return unwrap(decode_message(_MessageView(self)))
 
@@ -771,7 +771,7 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
     ) -> None:
         from adc.errors import KafkaException
 
-        from ..listening import render
+        from .._listening import render
 
         bus = self.broker
         stop = self.stop_listening

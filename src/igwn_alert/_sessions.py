@@ -13,7 +13,7 @@ import logging
 import warnings
 from typing import Any, Optional
 
-from .topics import TopicSpec, normalize_topics
+from ._topics import TopicSpec, normalize_topics
 
 __all__ = ["WriterMap"]
 

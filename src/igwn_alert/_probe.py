@@ -9,9 +9,9 @@ from typing import Any
 import confluent_kafka
 import confluent_kafka.admin
 
-from . import errors
+from . import _errors
 from .exceptions import KafkaException
-from .kafka_config import base_config
+from ._kafka_config import base_config
 
 __all__ = ["probe"]
 

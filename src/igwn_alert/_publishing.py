@@ -24,9 +24,9 @@ from typing import Any, Callable, Optional, Union
 import confluent_kafka
 from hop.io import Producer as _HopProducer
 
-from . import errors
+from . import _errors
 from .exceptions import AuthorizationError, DeliveryError, KafkaException
-from .kafka_config import DebugLog, base_config
+from ._kafka_config import DebugLog, base_config
 
 __all__ = ["DEFAULT_DELIVERY_TIMEOUT", "AlertWriter", "ProducerPool"]
 

@@ -29,7 +29,7 @@ import hop
 import hop.auth
 from hop.auth import Auth
 
-from .topics import server_address
+from ._topics import server_address
 
 __all__ = [
     "CredentialSpec",

@@ -1,6 +1,6 @@
 """``igwn-alert demo``: GraceDB alerts flowing through a broker, with nothing to set up.
 
-:func:`run_demo` starts an :class:`~igwn_alert.embedded_broker.EmbeddedBroker`, listens to
+:func:`run_demo` starts an :class:`~igwn_alert.testing._embedded_broker.EmbeddedBroker`, listens to
 it with :class:`igwn_alert.client` exactly as ``igwn-alert listen`` does (no callback, so
 each alert is printed as ``New message from topic <topic>:`` and its payload), and
 publishes a realistic sequence of GraceDB alerts the way GraceDB does: one writer per
@@ -206,8 +206,8 @@ def run_demo(
     BrokenPipeError
         If ``stream`` was closed by its reader.
     """
-    from . import client as Client  # the class; imported here so the CLI starts fast
-    from .embedded_broker import EmbeddedBroker
+    from .. import client as Client  # the class; imported here so the CLI starts fast
+    from ._embedded_broker import EmbeddedBroker
 
     out = sys.stdout if stream is None else stream
     deadline = time.monotonic() + timeout

@@ -34,9 +34,9 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 from hop.io import Deserializer, Metadata, StartPosition
 from hop.models import Blob, JSONBlob
 
-from . import errors
+from . import _errors
 from .exceptions import KafkaException, TopicNotFoundError
-from .kafka_config import base_config
+from ._kafka_config import base_config
 
 __all__ = ["AlertReader", "StartSpec", "decode_message"]
 

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 from typing import Any, Optional
 
-from .topics import base_url
+from ._topics import base_url
 
 __all__ = ["ClientSettings"]
 

@@ -3,7 +3,7 @@
 The loop gets its stream through ``client.open(url, "r", group_id=...)`` and reads it with
 ``read(metadata=True, batch_size=..., batch_timeout=...)``, so test suites that patch
 ``client.open`` drive it; the smarter stream lives behind ``open``
-(:class:`igwn_alert.reading.AlertReader`).
+(:class:`igwn_alert._reading.AlertReader`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from adc.errors import KafkaException
 from hop.io import StartPosition
 from hop.models import JSONBlob
 
-from .reading import AlertReader
-from .topics import normalize_topics, short_name
+from ._reading import AlertReader
+from ._topics import normalize_topics, short_name
 
 if TYPE_CHECKING:
     from .client import client as Client
