@@ -204,7 +204,7 @@ class ClientCandidate:
     @staticmethod
     def _patch_group_protocol(protocol: str) -> None:
         """What-if: our reader with ``group.protocol=consumer`` (KIP-848)."""
-        from igwn_alert import reading
+        from igwn_alert import _reading as reading
 
         original = reading.base_config
 

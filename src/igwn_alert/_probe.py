@@ -10,8 +10,8 @@ import confluent_kafka
 import confluent_kafka.admin
 
 from . import _errors
-from .exceptions import KafkaException
 from ._kafka_config import base_config
+from .exceptions import KafkaException
 
 __all__ = ["probe"]
 
@@ -49,7 +49,7 @@ def probe(bootstrap: str, credential: Any, timeout: float = 10.0) -> dict[str, A
     done = threading.Event()
 
     def on_error(error: Any) -> None:
-        exc = errors.exception_for(error, server=bootstrap)
+        exc = _errors.exception_for(error, server=bootstrap)
         if exc is not None:
             refused.append(exc)
             done.set()
@@ -72,4 +72,4 @@ def probe(bootstrap: str, credential: Any, timeout: float = 10.0) -> dict[str, A
     admin.poll(0)
     if refused:
         raise refused[0]
-    raise errors.unreachable(bootstrap, last)
+    raise _errors.unreachable(bootstrap, last)

@@ -25,8 +25,8 @@ import confluent_kafka
 from hop.io import Producer as _HopProducer
 
 from . import _errors
-from .exceptions import AuthorizationError, DeliveryError, KafkaException
 from ._kafka_config import DebugLog, base_config
+from .exceptions import AuthorizationError, DeliveryError, KafkaException
 
 __all__ = ["DEFAULT_DELIVERY_TIMEOUT", "AlertWriter", "ProducerPool"]
 
@@ -133,10 +133,10 @@ class _SharedProducer:
             log.exception("cannot handle a producer error")
 
     def _record_error(self, error: Any) -> None:
-        exc = errors.exception_for(error, server=self.bootstrap)
+        exc = _errors.exception_for(error, server=self.bootstrap)
         if exc is not None and self.fatal is None and (error.fatal() or _is_credential(exc)):
             self.fatal = exc
-        if error.code() in errors.TRANSIENT:
+        if error.code() in _errors.TRANSIENT:
             log.debug("producer: %s", error.str())
         else:
             log.warning("producer error from %s: %s", self.bootstrap, error.str())
@@ -159,7 +159,7 @@ class _SharedProducer:
             return self.fatal
         clear: Optional[KafkaException] = None
         if error is not None and error.code() != confluent_kafka.KafkaError._FATAL:
-            clear = errors.exception_for(error, server=self.bootstrap)
+            clear = _errors.exception_for(error, server=self.bootstrap)
             if clear is None:
                 clear = DeliveryError(
                     f"the Kafka producer for {self.bootstrap} failed: {error.str()}", error
@@ -187,7 +187,7 @@ class _SharedProducer:
         """Raise a clear error if ``topic`` is missing or not writable (once per topic)."""
         if topic in self.known_topics:
             return
-        md = errors.list_topics(
+        md = _errors.list_topics(
             self.producer,
             topic=topic,
             timeout=_METADATA_TIMEOUT,
@@ -199,7 +199,7 @@ class _SharedProducer:
             raise self.fatal
         meta = md.topics.get(topic)
         if meta is not None and meta.error is not None:
-            exc2 = errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
+            exc2 = _errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
             if exc2 is not None:
                 raise exc2
         self.known_topics.add(topic)
@@ -372,7 +372,7 @@ class AlertWriter:
         if error is None or error.fatal() or error.code() == confluent_kafka.KafkaError._FATAL:
             return self._shared.fail(error)
         topic = ", ".join(self.topics) or None
-        clear = errors.exception_for(error, topic=topic, server=self._shared.bootstrap)
+        clear = _errors.exception_for(error, topic=topic, server=self._shared.bootstrap)
         return clear if clear is not None else KafkaException(error)
 
     def flush(self, timeout: Optional[timedelta] = None) -> int:
@@ -418,7 +418,7 @@ class AlertWriter:
             topic, error = self._failures[0]
             count = len(self._failures)
             self._failures.clear()
-            clear = errors.exception_for(error, topic=topic, server=self._shared.bootstrap)
+            clear = _errors.exception_for(error, topic=topic, server=self._shared.bootstrap)
             if clear is not None:
                 raise clear
             raise DeliveryError(

@@ -35,8 +35,8 @@ from hop.io import Deserializer, Metadata, StartPosition
 from hop.models import Blob, JSONBlob
 
 from . import _errors
-from .exceptions import KafkaException, TopicNotFoundError
 from ._kafka_config import base_config
+from .exceptions import KafkaException, TopicNotFoundError
 
 __all__ = ["AlertReader", "StartSpec", "decode_message"]
 
@@ -264,7 +264,7 @@ class AlertReader:
         so a refused credential is reported at once instead of as a time-out.
         """
         serve = (lambda: self._consumer.poll(0)) if warn else None
-        md = errors.list_topics(
+        md = _errors.list_topics(
             self._consumer,
             timeout=timeout,
             serve=serve,
@@ -288,7 +288,7 @@ class AlertReader:
         md = self._consumer.list_topics(topic=topic, timeout=timeout)
         meta = md.topics.get(topic)
         if meta is not None and meta.error is not None:
-            exc = errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
+            exc = _errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
             if exc is not None and not isinstance(exc, TopicNotFoundError):
                 raise exc
             return None
@@ -453,7 +453,7 @@ class AlertReader:
     # -- errors -----------------------------------------------------------------------------
 
     def _on_error(self, error: Any) -> None:
-        exc = errors.exception_for(error, group=self.group_id, server=self.bootstrap)
+        exc = _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
         if exc is not None and self._pending is None:
             self._pending = exc
             return
@@ -482,11 +482,11 @@ class AlertReader:
         if code == confluent_kafka.KafkaError._PARTITION_EOF:
             return
         topic = message.topic()
-        if code in errors.UNKNOWN_TOPIC:
+        if code in _errors.UNKNOWN_TOPIC:
             if topic:
                 self._warn_missing(topic)
             return
-        exc = errors.exception_for(error, topic=topic, group=self.group_id, server=self.bootstrap)
+        exc = _errors.exception_for(error, topic=topic, group=self.group_id, server=self.bootstrap)
         if exc is not None:
             raise exc
         self._transient(error)

@@ -290,10 +290,10 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
 
     def listen(
         self,
-        callback: Optional[listening.Callback] = None,
+        callback: Optional[_listening.Callback] = None,
         topic: Optional[TopicSpec] = None,
         *,
-        since: listening.Since = None,
+        since: _listening.Since = None,
     ) -> None:
         """Call ``callback(topic=..., payload=...)`` for each alert, until :meth:`stop`.
 
@@ -318,10 +318,10 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         Exception
             Whatever the callback raised (that alert is not marked done).
         """
-        start_at = listening.parse_since(since)
-        topics = listening.resolve_listen_topics(self, topic)
+        start_at = _listening.parse_since(since)
+        topics = _listening.resolve_listen_topics(self, topic)
         log.info("Listening to %d topic(s) on %s", len(topics), self.server)
-        listening.listen(self, callback, topics, start_at)
+        _listening.listen(self, callback, topics, start_at)
 
     def stop(self) -> None:
         """Make the running :meth:`listen` return (thread-safe, within 0.5 s).

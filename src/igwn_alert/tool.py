@@ -24,6 +24,9 @@ from typing import Any, Optional
 
 from adc.errors import KafkaException
 
+from ._credentials import credential_for_user, netrc_credential
+from ._probe import probe
+from ._topics import full_name, group_topics, server_address
 from .client import (
     DEFAULT_GROUP,
     DEFAULT_LISTEN_RETRIES,
@@ -32,9 +35,6 @@ from .client import (
     DEFAULT_SERVER,
     client,
 )
-from ._credentials import credential_for_user, netrc_credential
-from ._probe import probe
-from ._topics import full_name, group_topics, server_address
 from .version import __version__
 
 __all__ = ["main", "parser"]

@@ -277,7 +277,7 @@ class FakeProducer:
 @pytest.fixture
 def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
     """``confluent_kafka.Producer`` (as the publishing module uses it) replaced by a fake."""
-    from igwn_alert import publishing
+    from igwn_alert import _publishing as publishing
 
     monkeypatch.setattr(FakeProducer, "instances", [])
     monkeypatch.setattr(publishing.confluent_kafka, "Producer", FakeProducer)
@@ -363,7 +363,7 @@ class FakeConsumer:
 @pytest.fixture
 def fake_consumer(monkeypatch: pytest.MonkeyPatch) -> type[FakeConsumer]:
     """``confluent_kafka.Consumer`` (as the reading module uses it) replaced by a fake."""
-    from igwn_alert import reading
+    from igwn_alert import _reading as reading
 
     monkeypatch.setattr(FakeConsumer, "queue", [])
     monkeypatch.setattr(FakeConsumer, "instances", [])

@@ -226,7 +226,7 @@ def test_5_5_publish_reuses_one_producer_and_one_topic_check(c, fake_producer):
 
 
 def test_5_5_publish_returns_once_delivered(c, fake_producer, monkeypatch):
-    from igwn_alert import publishing
+    from igwn_alert import _publishing as publishing
 
     class FlushOnlyProducer(fake_producer):
         def poll(self, timeout=0):

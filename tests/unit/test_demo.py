@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from igwn_alert import demo
+from igwn_alert.testing import _demo as demo
 from igwn_alert.testing._demo import DEMO_GROUP, DemoError, demo_alerts, run_demo
 
 
@@ -180,7 +180,7 @@ def test_run_demo_listener_failing_midway_is_reported_promptly(
 
 def test_run_demo_on_the_config_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without librdkafka's C API (4 partitions per topic), the order is still GraceDB's."""
-    from igwn_alert import embedded_broker
+    from igwn_alert.testing import _embedded_broker as embedded_broker
 
     def unavailable(*args: Any, **kwargs: Any) -> Any:
         raise embedded_broker.EmbeddedBrokerError("no C API here")

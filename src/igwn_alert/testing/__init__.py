@@ -19,8 +19,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._demo import DemoAlert, demo_alerts
     from ..exceptions import FakeFatalKafkaException, FakeNonFatalKafkaException
+    from ._demo import DemoAlert, demo_alerts
     from .local_broker import BackgroundListener, LocalBroker
     from .memory import (
         InMemoryBroker,

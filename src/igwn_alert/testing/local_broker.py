@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ._embedded_broker import EmbeddedBroker
 from .._topics import TopicSpec, normalize_topics
+from ._embedded_broker import EmbeddedBroker
 
 if TYPE_CHECKING:
     from ..client import client as Client
