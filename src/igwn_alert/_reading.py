@@ -574,18 +574,18 @@ class AlertReader:
                 fmt = None
                 if headers:
                     test = False
-                    for key, value in headers:
-                        if key == "_format":
+                    for name, value in headers:
+                        if name == "_format":
                             if fmt is None:
                                 fmt = value
-                        elif key == "_test":
+                        elif name == "_test":
                             test = True
                     if test and ignoretest:
                         continue
                 if anchor:
-                    key: Any = (message.topic(), message.partition())
-                    if key not in anchored:
-                        self._anchor(message, key)
+                    where: Any = (message.topic(), message.partition())
+                    if where not in anchored:
+                        self._anchor(message, where)
                 if until_eos:
                     self._at_end.discard((message.topic(), message.partition()))
                 if previous is not None:
