@@ -31,8 +31,13 @@ from igwn_alert.exceptions import (
 RECEIVE = 20.0
 
 
-def produce(bootstrap: str, topic: str, values: list[Any], partition: Optional[int] = None,
-            fmt: Optional[bytes] = b"json") -> None:
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: list[Any],
+    partition: Optional[int] = None,
+    fmt: Optional[bytes] = b"json",
+) -> None:
     """Write raw values with a plain producer (hop's ``_format`` header unless None)."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     headers = [("_format", fmt)] if fmt else None
@@ -103,6 +108,10 @@ def until(predicate: Any, timeout: float = RECEIVE) -> bool:
     return predicate()
 
 
+def got_into(got: list[Any]) -> Any:
+    return lambda topic, payload: got.append(payload)
+
+
 def n_of(payload: Any) -> Any:
     if isinstance(payload, dict):
         return payload.get("n")
@@ -158,7 +167,9 @@ def test_2_many_undecodable_messages_keep_memory_and_logs_flat(kafka_broker, mak
         c.listen(callback, topic.short, since="earliest", until_eos=True)
     grown = _registry_entries() - before
     lines = [r for r in caplog.records if "decode" in r.getMessage()]
-    print(f"\nundecodable={count} delivered={seen[0]} registry_growth={grown} log_lines={len(lines)}")
+    print(
+        f"\nundecodable={count} delivered={seen[0]} registry_growth={grown} log_lines={len(lines)}"
+    )
     assert seen[0] == count
     assert grown <= 2
     assert len(lines) <= 3
@@ -291,8 +302,11 @@ def test_7_slow_callbacks_keep_their_group_membership(kafka_broker, make_topic, 
         produce(kafka_broker.bootstrap, topic.full, [{"n": i} for i in range(40)])  # 16 s
         assert until(lambda: len(got) >= 40, timeout=60), len(got)
         run.stop()
-    taken = [r.getMessage() for r in caplog.records if "taken away" in r.getMessage()
-             or "lost" in r.getMessage()]
+    taken = [
+        r.getMessage()
+        for r in caplog.records
+        if "taken away" in r.getMessage() or "lost" in r.getMessage()
+    ]
     print(f"\nsent=40 delivered={len(got)} distinct={len(set(got))} revocations={len(taken)}")
     assert got == list(range(40)), "redelivered or reordered: the member left its group"
     assert not taken
@@ -354,10 +368,10 @@ def test_11_reference_stop_idiom_through_the_streams_consumer(kafka_broker, make
     c = plain_client(kafka_broker.bootstrap, topic.group)
     for _ in range(2):  # and the same client listens again afterwards
         got: list[Any] = []
-        run = Run(c, lambda topic, payload: got.append(payload), topic.short)
+        run = Run(c, got_into(got), topic.short)
         run.ready()
         produce(kafka_broker.bootstrap, topic.full, [{"n": 1}])
-        assert until(lambda: got == [{"n": 1}]), got
+        assert until(lambda got=got: got == [{"n": 1}]), got
         start = time.monotonic()
         c.stop_listening.set()
         c._listen_stream._consumer.stop()  # igwn-alert 0.7.0's stop(), by hand
@@ -369,9 +383,7 @@ def test_11_reference_stop_idiom_through_the_streams_consumer(kafka_broker, make
 # -- 13: errors leaving the public API ---------------------------------------------------------
 
 
-def test_13_get_topics_with_a_wrong_password_is_a_quiet_clear_error(
-    kafka_broker, make_user, capfd
-):
+def test_13_get_topics_with_a_wrong_password_is_a_quiet_clear_error(kafka_broker, make_user, capfd):
     user = make_user(read=["*"])
     host, port = host_port(kafka_broker.sasl_bootstrap)
     import igwn_alert

@@ -102,7 +102,9 @@ def test_delivery_and_short_names(transport):
     got: list[Any] = []
     c = transport.client()
     err = transport.listen(
-        c, lambda topic, payload: got.append((topic, payload)), ['{"uid": "S1"}', {"n": 1}],
+        c,
+        lambda topic, payload: got.append((topic, payload)),
+        ['{"uid": "S1"}', {"n": 1}],
         max_messages=2,
     )
     assert err is None
@@ -116,8 +118,12 @@ def test_fatal_from_callback_retried_listen_retries_times_then_raised(transport)
         calls.append(payload)
         raise FakeFatalKafkaException
 
-    c = transport.client(retry_on_fatal=True, listen_retries=3, retry_wait=0.0,
-                         consumer_group=f"cg-{transport.group}")
+    c = transport.client(
+        retry_on_fatal=True,
+        listen_retries=3,
+        retry_wait=0.0,
+        consumer_group=f"cg-{transport.group}",
+    )
     err = transport.listen(c, always, ["a"])
     assert err is FakeFatalKafkaException
     assert calls == ["a", "a", "a"]
@@ -146,7 +152,9 @@ def test_dead_letter_handler_gets_the_alert(transport):
 
     c = transport.client()
     err = transport.listen(
-        c, broken, ['{"uid": "S2"}', "ok"],
+        c,
+        broken,
+        ['{"uid": "S2"}', "ok"],
         on_failure=lambda alert, exc: dead.append((alert.topic, alert.uid, type(exc))),
         max_messages=2,
     )
@@ -194,8 +202,9 @@ def test_second_concurrent_listen_raises(transport):
         kwargs: dict[str, Any] = {"timeout": None}
     else:
         kwargs = {}
-    t = threading.Thread(target=lambda: c.listen(lambda topic, payload: None, "t", **kwargs),
-                         daemon=True)
+    t = threading.Thread(
+        target=lambda: c.listen(lambda topic, payload: None, "t", **kwargs), daemon=True
+    )
     t.start()
     assert c.listening.wait(15)
     with pytest.raises(RuntimeError, match="already running"):
