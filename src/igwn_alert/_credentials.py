@@ -14,6 +14,13 @@ The order follows the reference client (first match wins):
 A credential for a loopback broker (``127.0.0.1``, ``localhost``, ``::1``) made from a user
 name and password uses SASL over plain TCP: no public certificate authority can vouch for a
 loopback address, so TLS to such a host can only be a local development broker without it.
+Such a credential (a :class:`LoopbackAuth`) is only ever used for loopback hosts: a stream
+opened on another host gets the same user name and password over TLS, the default of every
+non-loopback host (see :func:`credential_for_host`).
+
+A private reader (no consumer group) gets the group id hop gives it,
+``<credential user name>-<random>`` (see :func:`private_group_id`), which is what
+prefix-based consumer-group ACLs on Hopskotch match.
 """
 
 from __future__ import annotations
@@ -22,21 +29,27 @@ import ipaddress
 import logging
 import netrc as _netrc
 import os
+import secrets
+import string
 import warnings
+from collections.abc import Sequence
 from typing import Any, Optional, Union
 
 import hop
 import hop.auth
-from hop.auth import Auth
+from hop.auth import AmbiguousCredentialError, Auth
 
 from ._topics import server_address
 
 __all__ = [
     "CredentialSpec",
+    "LoopbackAuth",
+    "credential_for_host",
     "credential_for_user",
     "is_loopback",
     "make_auth",
     "netrc_credential",
+    "private_group_id",
     "resolve_credentials",
 ]
 
@@ -69,6 +82,128 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class LoopbackAuth(Auth):  # type: ignore[misc]
+    """A SCRAM-SHA-512 credential made from a user name and password for a loopback broker.
+
+    It speaks SASL without TLS, so it is never used for another host: there
+    :meth:`with_tls` gives the same user name and password over TLS.
+
+    Parameters
+    ----------
+    user : str
+        The user name.
+    password : str
+        Its password.
+    host : str
+        The loopback host it was made for.
+    """
+
+    def __init__(self, user: str, password: str, host: str) -> None:
+        super().__init__(user, password, host=host, ssl=False)
+
+    def with_tls(self) -> Auth:
+        """Return the same user name and password over TLS, bound to no host.
+
+        Returns
+        -------
+        hop.auth.Auth
+            The credential hop's default (SASL_SSL) would give.
+        """
+        return Auth(self.username, self.password)
+
+
+def private_group_id(credential: Any) -> str:
+    """Return a new consumer group id for a private reader, named as hop names it.
+
+    hop names a generated group ``<credential user name>-<random>``, and prefix-based
+    consumer-group ACLs (READ on groups prefixed ``<user>-``) are written for that. Without
+    a credential the id is the random part alone. A consumer group given by the caller is
+    used as it is and never goes through here.
+
+    Parameters
+    ----------
+    credential : hop.auth.Auth, None or False
+        The credential the reader connects with.
+
+    Returns
+    -------
+    str
+        ``alice-7G2K9QX0ZB`` for user ``alice``; ``7G2K9QX0ZB`` without a credential.
+    """
+    alphabet = string.ascii_uppercase + string.digits
+    suffix = "".join(secrets.choice(alphabet) for _ in range(10))
+    username = getattr(credential, "username", None) if credential else None
+    return f"{username}-{suffix}" if username else suffix
+
+
+def _host_of(address: str) -> str:
+    """The host of ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+    if address.startswith("["):
+        return address[: address.find("]") + 1] or address
+    if address.count(":") == 1:
+        return address.rsplit(":", 1)[0]
+    return address
+
+
+def credential_for_host(
+    creds: Union[Auth, Sequence[Auth], bool, None], bootstrap: str, username: Optional[str] = None
+) -> Optional[Auth]:
+    """Choose the credential a stream on ``bootstrap`` uses, as hop's ``Stream.open`` does.
+
+    hop's :func:`hop.auth.select_matching_auth` picks among the credentials by host name
+    (and user name, if given). A :class:`LoopbackAuth` (SASL without TLS) counts as bound to
+    every loopback host and to no other: for a non-loopback host it is replaced by the same
+    user name and password over TLS.
+
+    Parameters
+    ----------
+    creds : hop.auth.Auth, sequence of hop.auth.Auth, None or False
+        The client's credentials.
+    bootstrap : str
+        ``host:port`` (or ``host``) of the broker.
+    username : str, optional
+        Use this user's credential.
+
+    Returns
+    -------
+    hop.auth.Auth or None
+        The credential; None without credentials.
+
+    Raises
+    ------
+    RuntimeError
+        If no credential matches the host (and user).
+    hop.auth.AmbiguousCredentialError
+        If several match.
+    """
+    if not creds:
+        return None
+    listed = [creds] if isinstance(creds, Auth) else list(creds)  # type: ignore[arg-type]
+    host = _host_of(bootstrap)
+    loopback = is_loopback(host)
+    views: list[Auth] = []
+    chosen_for: dict[int, Auth] = {}
+    for cred in listed:
+        if isinstance(cred, LoopbackAuth):
+            # matched as a credential without a host; used as itself only on loopback
+            view = Auth(cred.username, cred.password, ssl=False)
+            chosen_for[id(view)] = cred if loopback else cred.with_tls()
+        else:
+            view = cred
+            chosen_for[id(view)] = cred
+        views.append(view)
+    try:
+        found = hop.auth.select_matching_auth(views, bootstrap, username)
+    except AmbiguousCredentialError:
+        raise
+    except RuntimeError:
+        if host == bootstrap:
+            raise
+        # a credential bound to the host alone (no port) matches any port of that host
+        found = hop.auth.select_matching_auth(views, host, username)
+    return chosen_for[id(found)]
+
+
 def make_auth(username: str, password: str, host: str = "") -> Auth:
     """Build a SCRAM-SHA-512 credential for a user, the way Hopskotch expects it.
 
@@ -87,7 +222,7 @@ def make_auth(username: str, password: str, host: str = "") -> Auth:
         The credential.
     """
     if host and is_loopback(host):
-        return Auth(username, password, host=host, ssl=False)
+        return LoopbackAuth(username, password, host)
     return Auth(username, password)
 
 
@@ -125,7 +260,7 @@ def netrc_credential(server: str, port: int, path: Optional[str] = None) -> Opti
         raise FileNotFoundError(path)
     if os.stat(path).st_mode & 0o077:
         raise _netrc.NetrcParseError("it is readable by others: run chmod 600 on it", path)
-    host, _ = server_address(server, port)
+    host, port = server_address(server, port)
     entries = _netrc.netrc(path)
     for machine in (server, f"{host}:{port}", host):
         found = entries.authenticators(machine)
@@ -161,7 +296,7 @@ def credential_for_user(
     LookupError
         If neither file has a credential for that user and host.
     """
-    host, _ = server_address(server, port)
+    host, port = server_address(server, port)
     try:
         creds = hop.auth.load_auth()
     except Exception as exc:  # noqa: BLE001 - any failure means: not in auth.toml

@@ -35,6 +35,7 @@ from hop.io import Deserializer, Metadata, StartPosition
 from hop.models import Blob, JSONBlob
 
 from . import _errors
+from ._credentials import private_group_id
 from ._kafka_config import base_config
 from .exceptions import KafkaException, TopicNotFoundError
 
@@ -201,7 +202,7 @@ class AlertReader:
             bootstrap,
             credential,
             {
-                "group.id": group_id or _random_group(),
+                "group.id": group_id or private_group_id(credential),
                 "enable.auto.commit": not self._private,
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,

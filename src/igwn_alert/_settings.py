@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from datetime import timedelta
 from typing import Any, Optional
 
-from ._topics import base_url
+from ._topics import parse_server, strip_password
 
 __all__ = ["ClientSettings"]
 
@@ -22,6 +23,7 @@ class ClientSettings:
 
     server: str
     port: int
+    _server_username: Optional[str]
     group_prefix: str
     consumer_group: Optional[str]
     batch_size: int
@@ -67,6 +69,16 @@ class ClientSettings:
         ------
         AssertionError
             If ``server`` or ``group`` is not a str, or ``port`` not an int (also under -O).
+        ValueError
+            If ``server`` is not a usable ``kafka://host[:port]/`` (a bare host or
+            ``host:port`` is taken as one), or ``port`` disagrees with the URL's port (see
+            :func:`igwn_alert._topics.parse_server`).
+
+        Notes
+        -----
+        ``port`` is the port to use: the URL's when ``port`` was not given. ``server`` is
+        kept as given, except that a password in it is removed (with a warning: it is
+        never used, as in hop, and never shown).
         """
         _require(isinstance(server, str), f'"server" must be str, not {type(server)}')
         _require(
@@ -74,8 +86,18 @@ class ClientSettings:
             f'"port" must be int, not {type(port)}',
         )
         _require(isinstance(group, str), f'"group" must be str, not {type(group)}')
+        address = parse_server(server, port)
+        if address.has_password:
+            warnings.warn(
+                "the password in the server URL is ignored: give the credential with "
+                "username and password, auth, authfile or hop's auth.toml",
+                UserWarning,
+                stacklevel=4,
+            )
+            server = strip_password(server)
         self.server = server
-        self.port = port
+        self.port = address.port
+        self._server_username = address.username
         self.group_prefix = group
         self.consumer_group = consumer_group
         self.batch_size = batch_size
@@ -86,6 +108,6 @@ class ClientSettings:
         self.jsonpp_on = jsonpp_on
         self.stop_listening = threading.Event()
         self.listening = threading.Event()
-        self.base_url_prefix = base_url(server, port, group)
+        self.base_url_prefix = f"kafka://{address.bootstrap}{address.path}{group}"
         self.sessions = {}
         self._publishers = {}
