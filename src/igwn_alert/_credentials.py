@@ -6,8 +6,12 @@ The order follows the reference client (first match wins):
 2. ``noauth=True``: no credential;
 3. ``username`` and ``password``;
 4. only one of the two: :class:`RuntimeError`;
-5. ``authfile``: :func:`hop.auth.load_auth` on that file;
-6. hop's default ``auth.toml``, through ``hop.auth.load_auth`` looked up at call time;
+5. ``authfile``: :func:`hop.auth.load_auth` on that file (a file hop refuses raises
+   :class:`AuthFileError`, a RuntimeError naming the file and the cause);
+6. hop's default ``auth.toml``, through ``hop.auth.load_auth`` looked up at call time; one
+   that exists but cannot be used (readable by others, does not parse) is not skipped
+   silently: a warning names the file and the cause (the mode and ``chmod 600``, or the
+   line of the parse error), never its contents;
 7. the netrc file (``$NETRC`` or ``~/.netrc``), by the exact server string or by host name;
 8. nothing: a warning, and an unauthenticated session.
 
@@ -37,15 +41,19 @@ from typing import Any, Optional, Union
 
 import hop
 import hop.auth
+import hop.configure
 from hop.auth import AmbiguousCredentialError, Auth
 
 from ._topics import server_address
 
 __all__ = [
+    "AuthFileError",
     "CredentialSpec",
     "LoopbackAuth",
+    "auth_file_problem",
     "credential_for_host",
     "credential_for_user",
+    "default_auth_file",
     "is_loopback",
     "make_auth",
     "netrc_credential",
@@ -59,6 +67,90 @@ log = logging.getLogger(__name__)
 CredentialSpec = Union[bool, Auth, list[Auth], None]
 
 _UNAUTHENTICATED = "No authentication found. Proceeding with unauthenticated session"
+
+# hop refuses a credential file whose mode has any of these bits (hop.auth.load_auth)
+_UNSAFE_MODE = 0o7077
+
+
+def default_auth_file() -> str:
+    """Return the path of hop's default credential file (``auth.toml``).
+
+    Returns
+    -------
+    str
+        ``$XDG_CONFIG_HOME/hop/auth.toml``, else ``~/.config/hop/auth.toml``.
+    """
+    return str(hop.configure.get_config_path("auth"))
+
+
+def auth_file_problem(path: str, exc: BaseException) -> Optional[str]:
+    """Say why hop could not use an existing credential file, without quoting it.
+
+    Parameters
+    ----------
+    path : str
+        The file hop tried to read.
+    exc : BaseException
+        What hop raised.
+
+    Returns
+    -------
+    str or None
+        ``"<path> is readable by others (mode 0644): run chmod 600 <path>"``, ``"<path>
+        cannot be parsed as TOML (line 3, column 16)"``, ...; None if the file does not
+        exist (nothing to report: the next source is tried).
+    """
+    if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return f"{path} cannot be read ({err.strerror})"
+    if mode & _UNSAFE_MODE:
+        return (
+            f"{path} is readable or writable by others (mode {mode & 0o7777:04o}), so hop "
+            f"will not use it: run chmod 600 {path}"
+        )
+    # hop wraps the parser's error; its message may quote the file, so only say where
+    parser_error = exc.__cause__ or exc.__context__
+    line = getattr(parser_error, "lineno", None)
+    if line is not None:
+        column = getattr(parser_error, "colno", None)
+        where = f"line {line}, column {column}" if column is not None else f"line {line}"
+        return f"{path} cannot be parsed as TOML ({where})"
+    if isinstance(exc, RuntimeError) and str(exc).startswith("configuration file "):
+        # hop's own checks: "has no auth section", "missing auth property 'password'"
+        return f"{path}: {str(exc)[len('configuration file ') :]}"
+    if isinstance(exc, KeyError):
+        return f"{path} names an unknown setting value {exc}"
+    return f"{path} cannot be used ({type(exc).__name__})"
+
+
+class AuthFileError(RuntimeError):
+    """A hop credential file exists but cannot be used; the message names file and cause."""
+
+
+def _load_auth_file(path: Optional[str] = None) -> list[Auth]:
+    """``hop.auth.load_auth`` (looked up at call time), its errors naming file and cause.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    AuthFileError
+        If it exists but cannot be used (the message says why, never quoting the file).
+    """
+    try:
+        if path is None:
+            return hop.auth.load_auth()  # type: ignore[no-any-return]
+        return hop.auth.load_auth(path)  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        problem = auth_file_problem(default_auth_file() if path is None else path, exc)
+        if problem is None:
+            raise
+        raise AuthFileError(problem) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -297,9 +389,16 @@ def credential_for_user(
         If neither file has a credential for that user and host.
     """
     host, port = server_address(server, port)
+    path = default_auth_file()
+    unread = ""
     try:
-        creds = hop.auth.load_auth()
-    except Exception as exc:  # noqa: BLE001 - any failure means: not in auth.toml
+        creds = _load_auth_file()
+    except FileNotFoundError:
+        creds = []
+    except AuthFileError as exc:
+        unread = f" (hop's credential file was not read: {exc})"
+        creds = []
+    except Exception as exc:  # noqa: BLE001 - any other failure means: not in auth.toml
         log.debug("no usable hop auth.toml: %s", type(exc).__name__)
         creds = []
     for target in (f"{host}:{port}", host):
@@ -314,7 +413,8 @@ def credential_for_user(
         found = None
     if found is not None and found.username == username:
         return found
-    raise LookupError(f"no credential for user {username!r} and host {host} in auth.toml or netrc")
+    where = f"{path} or netrc" if not unread and os.path.exists(path) else "auth.toml or netrc"
+    raise LookupError(f"no credential for user {username!r} and host {host} in {where}{unread}")
 
 
 def resolve_credentials(
@@ -352,8 +452,9 @@ def resolve_credentials(
     Raises
     ------
     RuntimeError
-        If only one of ``username`` and ``password`` is given, or ``authfile`` has unsafe
-        permissions (hop's check).
+        If only one of ``username`` and ``password`` is given, or ``authfile`` cannot be
+        used (:class:`AuthFileError`: unsafe permissions, a parse error; the message names
+        the file, the mode or the line, never the contents).
     FileNotFoundError
         If ``authfile`` does not exist.
     """
@@ -368,10 +469,15 @@ def resolve_credentials(
             "You must provide both a username and a password for basic authentication."
         )
     if authfile:
-        return hop.auth.load_auth(authfile)  # type: ignore[no-any-return]
+        return _load_auth_file(authfile)
     try:
-        return hop.auth.load_auth()  # type: ignore[no-any-return]
-    except Exception as exc:  # noqa: BLE001 - any failure falls through to netrc
+        return _load_auth_file()
+    except FileNotFoundError:
+        log.debug("no hop auth.toml; trying netrc")
+    except AuthFileError as exc:
+        # an auth.toml that exists but cannot be used is never skipped silently
+        warnings.warn(f"ignoring hop's credential file: {exc}", UserWarning, stacklevel=3)
+    except Exception as exc:  # noqa: BLE001 - any other failure falls through to netrc
         log.debug("hop auth.toml not usable (%s); trying netrc", type(exc).__name__)
     try:
         found = netrc_credential(server, port)
