@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import warnings
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any, Optional
+
+from hop.io import StartPosition
 
 from ._topics import parse_server, strip_password
 
-__all__ = ["ClientSettings"]
+__all__ = ["ClientSettings", "stream_options"]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -111,3 +114,64 @@ class ClientSettings:
         self.base_url_prefix = f"kafka://{address.bootstrap}{address.path}{group}"
         self.sessions = {}
         self._publishers = {}
+
+
+def stream_options(stream: Any, mode: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the hop ``Stream`` settings that ``stream.open(url, mode, **kwargs)`` applies.
+
+    hop's :class:`hop.io.Stream` keeps ``start_at`` and ``until_eos`` as attributes that
+    every stream opened for reading uses (``c.start_at = StartPosition.EARLIEST`` replays),
+    and ``open(..., produce_timeout=...)`` bounds each write. An argument of ``open()``
+    wins over the attribute.
+
+    Parameters
+    ----------
+    stream : hop.io.Stream
+        The client (its ``start_at`` and ``until_eos``; hop's defaults if it has none).
+    mode : {"r", "w"}
+        The mode of the stream.
+    kwargs : mapping
+        The keyword arguments ``open()`` was given.
+
+    Returns
+    -------
+    dict
+        For "r": ``start_at`` (a :class:`hop.io.StartPosition`, a
+        :class:`datetime.datetime` or explicit positions) and ``until_eos`` (bool). For
+        "w": ``produce_timeout`` (a :class:`datetime.timedelta`; zero means no limit, as
+        in hop), if given.
+
+    Raises
+    ------
+    TypeError
+        If a setting has the wrong type.
+    ValueError
+        If ``produce_timeout`` is negative.
+    """
+    if mode == "r":
+        start_at = kwargs.get("start_at")
+        if start_at is None:
+            start_at = getattr(stream, "start_at", None)
+        if start_at is None:
+            start_at = StartPosition.LATEST
+        if not isinstance(start_at, (StartPosition, datetime, dict)):
+            raise TypeError(
+                "start_at must be a hop.io.StartPosition, a datetime or a dict of positions, "
+                f"not {type(start_at).__name__}"
+            )
+        until_eos = kwargs.get("until_eos", getattr(stream, "until_eos", False))
+        if not isinstance(until_eos, bool):
+            raise TypeError(f"until_eos must be True or False, not {type(until_eos).__name__}")
+        return {"start_at": start_at, "until_eos": until_eos}
+    if mode == "w":
+        if kwargs.get("produce_timeout") is None:
+            return {}
+        timeout = kwargs["produce_timeout"]
+        if not isinstance(timeout, timedelta):
+            raise TypeError(
+                f"produce_timeout must be a datetime.timedelta, not {type(timeout).__name__}"
+            )
+        if timeout < timedelta(0):
+            raise ValueError(f"produce_timeout must not be negative, not {timeout}")
+        return {"produce_timeout": timeout}
+    return {}
