@@ -79,6 +79,18 @@ def test_cli_server_url_with_port(kafka_broker: Any, make_topic: Any, tmp_path: 
     result = run_cli(["-s", url, "--no-auth", "-g", topic.group, "topics"], home)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1:] == ["superevent"], result.stdout
+    # a bare host:port is taken as kafka://host:port
+    result = run_cli(["-s", kafka_broker.plaintext, "--no-auth", "-g", topic.group, "topics"], home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == ["superevent"], result.stdout
+    # a password in the URL is ignored (with a warning) and never printed or logged
+    secret = f"pw-{secrets.token_hex(6)}"
+    with_password = f"kafka://someone:{secret}@{kafka_broker.plaintext}/"
+    args = ["-l", "debug", "-s", with_password, "--no-auth", "-g", topic.group, "topics"]
+    result = run_cli(args, home)
+    assert result.returncode == 0, result.stderr
+    assert "password in the server URL is ignored" in result.stderr
+    assert secret not in result.stderr + result.stdout
     # an explicit -p that disagrees with the URL is one clear error
     result = run_cli(["-s", url, "-p", "1", "--no-auth", "-g", topic.group, "topics"], home)
     assert result.returncode == 1
