@@ -201,7 +201,12 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
     # -- URLs -------------------------------------------------------------------------------
 
     def _construct_base_url(self) -> str:
-        """Return ``kafka://<host>:<port>/<group>`` for this client."""
+        """Return ``kafka://<host>:<port>/<group>`` for this client.
+
+        ``port`` is the port in use (after construction, the server URL's port if it had
+        one), so setting ``server`` to a URL with another port than ``port`` afterwards is a
+        :class:`ValueError` here; the URL never carries user information.
+        """
         return base_url(self.server, self.port, self.group_prefix)
 
     def _construct_topic_url(self, topics: TopicSpec) -> str:
