@@ -137,8 +137,9 @@ def test_cli_tls_credential_on_listener_without_tls(
     print(f"TLS-on-plaintext reported by the CLI after {elapsed:.2f} s")
 
 
+@pytest.mark.parametrize("how", ["connect", "open-read"])
 def test_library_tls_credential_on_listener_without_tls_names_the_cause(
-    kafka_broker: Any, make_topic: Any, make_user: Any, tmp_path: Path
+    kafka_broker: Any, make_topic: Any, make_user: Any, tmp_path: Path, how: str
 ) -> None:
     topic = make_topic("superevent")
     user = make_user(read=[topic], write=[topic])
@@ -147,7 +148,10 @@ def test_library_tls_credential_on_listener_without_tls_names_the_cause(
         authfile=str(path), server=f"kafka://{kafka_broker.sasl}/", group=topic.group
     )
     with pytest.raises(KafkaException) as info:
-        client.connect("superevent")
+        if how == "connect":
+            client.connect("superevent")
+        else:
+            client.open(client._construct_topic_url("superevent"), "r").close()
     text = str(info.value)
     assert "does not speak TLS" in text and "SASL_PLAINTEXT" in text, text
     assert user.password not in text
