@@ -96,9 +96,10 @@ def auth_file_problem(path: str, exc: BaseException) -> Optional[str]:
     Returns
     -------
     str or None
-        ``"<path> is readable by others (mode 0644): run chmod 600 <path>"``, ``"<path>
-        cannot be parsed as TOML (line 3, column 16)"``, ...; None if the file does not
-        exist (nothing to report: the next source is tried).
+        ``"<path> is readable or writable by others (mode 0644), so hop will not use it:
+        run chmod 600 <path>"``, ``"<path> cannot be parsed as TOML (line 3, column
+        16)"``, ...; None if the file does not exist (nothing to report: the next source
+        is tried).
     """
     if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
         return None
@@ -122,7 +123,8 @@ def auth_file_problem(path: str, exc: BaseException) -> Optional[str]:
         # hop's own checks: "has no auth section", "missing auth property 'password'"
         return f"{path}: {str(exc)[len('configuration file ') :]}"
     if isinstance(exc, KeyError):
-        return f"{path} names an unknown setting value {exc}"
+        # hop looks the mechanism up by name (SASLMethod[...]): the name, not a secret
+        return f"{path} names an unknown mechanism or setting {exc}"
     return f"{path} cannot be used ({type(exc).__name__})"
 
 
