@@ -42,7 +42,7 @@ from typing import Any, Optional, Union
 import hop
 import hop.auth
 import hop.configure
-from hop.auth import AmbiguousCredentialError, Auth
+from hop.auth import AmbiguousCredentialError, Auth, select_matching_auth
 
 from ._topics import server_address
 
@@ -287,14 +287,14 @@ def credential_for_host(
             chosen_for[id(view)] = cred
         views.append(view)
     try:
-        found = hop.auth.select_matching_auth(views, bootstrap, username)
+        found = select_matching_auth(views, bootstrap, username)
     except AmbiguousCredentialError:
         raise
     except RuntimeError:
         if host == bootstrap:
             raise
         # a credential bound to the host alone (no port) matches any port of that host
-        found = hop.auth.select_matching_auth(views, host, username)
+        found = select_matching_auth(views, host, username)
     return chosen_for[id(found)]
 
 
