@@ -12,7 +12,8 @@ kafka_broker   (session)  BrokerInfo of the shared single-node broker: reuses th
 make_topic     (function) make_topic(short="superevent", *, group=None, partitions=1,
                           replication=1, config=None) -> Topic(.group, .short, .full)
 make_user      (function) make_user(read=(), write=(), *, describe=(), groups=("*",),
-                          describe_configs=True, username=None, password=None)
+                          describe_configs=True, username=None, password=None,
+                          group_prefixed=False)
                           -> KafkaUser(.username, .password, .auth_toml, .netrc, ...)
 hop_auth_for   (function) hop_auth_for(user) -> hop.auth.Auth (SASL_PLAINTEXT, SCRAM-SHA-512)
 make_cluster   (function) make_cluster(n=3, *, sasl=False, ...) -> KafkaCluster; killed

@@ -145,16 +145,23 @@ class UserFactory:
         describe_configs: bool = True,
         username: Optional[str] = None,
         password: Optional[str] = None,
+        group_prefixed: bool = False,
     ) -> KafkaUser:
         """READ+DESCRIBE on ``read``, WRITE+DESCRIBE (+DESCRIBE_CONFIGS, which hop's
         writer asks for) on ``write``, DESCRIBE on ``describe``, READ on consumer
-        ``groups`` (``"*"`` = any). Nothing else: other topics are refused."""
+        ``groups`` (``"*"`` = any; with ``group_prefixed``, every group whose name starts
+        with one of ``groups``, as Hopskotch grants ``<user>-``). Nothing else: other
+        topics are refused."""
         from confluent_kafka.admin import (
             AclBinding,
             AclOperation,
             AclPermissionType,
             ResourcePatternType,
             ResourceType,
+        )
+
+        group_pattern = (
+            ResourcePatternType.PREFIXED if group_prefixed else ResourcePatternType.LITERAL
         )
 
         username = username or f"user-{secrets.token_hex(4)}"
@@ -167,6 +174,7 @@ class UserFactory:
             write=write_names,
             describe=[_name(t) for t in describe],
             groups=groups,
+            group_pattern=group_pattern,
         )
         if describe_configs:
             bindings += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -16,7 +17,7 @@ from .exceptions import (
     TopicNotFoundError,
 )
 
-__all__ = ["TRANSIENT", "UNKNOWN_TOPIC", "exception_for"]
+__all__ = ["TRANSIENT", "UNKNOWN_TOPIC", "exception_for", "protocol_mismatch", "unreachable"]
 
 #: Error codes that mean "the broker is (for now) out of reach": retried by librdkafka.
 TRANSIENT = frozenset(
@@ -50,6 +51,73 @@ UNKNOWN_TOPIC = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN
 
 _AUTHENTICATION = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 
+# A protocol mismatch seen lately, per broker, so that a later "cannot reach the broker"
+# names it instead of librdkafka's "Broker transport failure" (see unreachable()).
+_MISMATCH_MEMORY = 60.0
+_mismatches: dict[str, tuple[float, str]] = {}
+_mismatch_lock = threading.Lock()
+
+
+def _text(error: Any) -> str:
+    return str(error.str()) if hasattr(error, "str") else str(error)
+
+
+def protocol_mismatch(error: Any, server: str = "") -> Optional[str]:
+    """Say what is wrong when the credential's protocol does not match the listener's.
+
+    librdkafka reports a TLS credential used on a listener without TLS as a transport
+    error ("SSL handshake failed ... connecting to a PLAINTEXT broker listener?", or "SSL
+    connection closed by peer ... in state SSL_HANDSHAKE"), and a SASL credential used on a
+    listener without SASL as an authentication error with an empty list of mechanisms.
+
+    Parameters
+    ----------
+    error : confluent_kafka.KafkaError or str
+        The error (or its text).
+    server : str, optional
+        ``host:port`` of the broker, named in the message.
+
+    Returns
+    -------
+    str or None
+        The cause and the fix, or None if ``error`` is not such a mismatch.
+    """
+    text = _text(error)
+    where = f" at {server}" if server else ""
+    in_handshake = "SSL_HANDSHAKE" in text or "SSL handshake failed" in text
+    if in_handshake and ("PLAINTEXT broker listener" in text or "closed by peer" in text):
+        return (
+            f"the listener{where} does not speak TLS (it closed the connection during "
+            'the TLS handshake); set protocol = "SASL_PLAINTEXT" in auth.toml, or pass '
+            "hop.auth.Auth(..., ssl=False)"
+        )
+    if "connecting to a SSL listener?" in text:
+        return (
+            f"the listener{where} closed the connection at once; it may expect TLS: remove "
+            'protocol = "SASL_PLAINTEXT" from auth.toml'
+        )
+    if "broker's supported mechanisms:" in text and not text.split(
+        "broker's supported mechanisms:", 1
+    )[1].split("(", 1)[0].strip(" ,"):
+        return (
+            f"the listener{where} does not use SASL (it offers no SASL mechanism): connect "
+            "without a credential (noauth=True, --no-auth) or to the broker's SASL port"
+        )
+    return None
+
+
+def _remember_mismatch(server: str, message: str) -> None:
+    with _mismatch_lock:
+        _mismatches[server] = (time.monotonic(), message)
+
+
+def _recent_mismatch(server: str) -> Optional[str]:
+    with _mismatch_lock:
+        seen = _mismatches.get(server)
+    if seen is None or time.monotonic() - seen[0] > _MISMATCH_MEMORY:
+        return None
+    return seen[1]
+
 
 def exception_for(
     error: Any, *, topic: Optional[str] = None, group: Optional[str] = None, server: str = ""
@@ -76,6 +144,15 @@ def exception_for(
     """
     code = error.code()
     where = f" at {server}" if server else ""
+    mismatch = protocol_mismatch(error, server)
+    if mismatch is not None:
+        if code in _AUTHENTICATION:
+            return AuthenticationError(mismatch, error)
+        # Not decisive on its own: TLS load balancers produce the same text now and then
+        # (confluent-kafka-dotnet#1402), so a running client keeps retrying; but a later
+        # "cannot reach the broker" names this cause.
+        _remember_mismatch(server, mismatch)
+        return None
     if code in _AUTHENTICATION:
         return AuthenticationError(
             f"the broker{where} refused the credential (check the user name and password): "
@@ -183,6 +260,8 @@ def unreachable(server: str, detail: str) -> BrokerUnreachableError:
     Returns
     -------
     BrokerUnreachableError
-        The exception to raise.
+        The exception to raise. If the broker lately answered with a protocol mismatch
+        (see :func:`protocol_mismatch`), that cause replaces ``detail``.
     """
+    detail = _recent_mismatch(server) or detail
     return BrokerUnreachableError(f"cannot reach the Kafka broker at {server}: {detail}")

@@ -11,11 +11,14 @@ import confluent_kafka.admin
 
 from . import _errors
 from ._kafka_config import base_config
-from .exceptions import KafkaException
+from .exceptions import AuthenticationError, KafkaException
 
 __all__ = ["probe"]
 
 log = logging.getLogger(__name__)
+
+# a TLS credential on a listener without TLS fails each attempt the same way (~0.1 s each)
+_DECISIVE_MISMATCHES = 3
 
 
 def probe(bootstrap: str, credential: Any, timeout: float = 10.0) -> dict[str, Any]:
@@ -41,18 +44,28 @@ def probe(bootstrap: str, credential: Any, timeout: float = 10.0) -> dict[str, A
     Raises
     ------
     igwn_alert.exceptions.AuthenticationError
-        If the broker refused the credential.
+        If the broker refused the credential, or the credential's protocol does not match
+        the listener's (TLS to a listener without it: the message says what to set).
     igwn_alert.exceptions.BrokerUnreachableError
         If the broker did not answer in time.
     """
     refused: list[KafkaException] = []
     done = threading.Event()
+    mismatches = [0]
 
     def on_error(error: Any) -> None:
         exc = _errors.exception_for(error, server=bootstrap)
-        if exc is not None:
-            refused.append(exc)
-            done.set()
+        if exc is None:
+            mismatch = _errors.protocol_mismatch(error, bootstrap)
+            if mismatch is None:
+                return
+            # before any answer, the same mismatch again and again is the real cause
+            mismatches[0] += 1
+            if mismatches[0] < _DECISIVE_MISMATCHES:
+                return
+            exc = AuthenticationError(mismatch, error)
+        refused.append(exc)
+        done.set()
 
     admin = confluent_kafka.admin.AdminClient(
         base_config(bootstrap, credential, {"error_cb": on_error})

@@ -20,19 +20,27 @@ import hop
 import hop.list_topics
 from adc.kafka import parse_kafka_url
 from hop import Stream
-from hop.auth import AmbiguousCredentialError, Auth, select_matching_auth
+from hop.auth import Auth
 from hop.io import StartPosition
 
 from . import _listening
-from ._credentials import private_group_id, resolve_credentials
+from ._credentials import credential_for_host, private_group_id, resolve_credentials
 from ._deprecated import DeprecatedMethods
 from ._kafka_config import check_user_config
 from ._probe import probe
 from ._publishing import AlertWriter, ProducerPool
 from ._reading import AlertReader
 from ._sessions import WriterMap
-from ._settings import ClientSettings
-from ._topics import TopicSpec, base_url, group_topics, normalize_topics, topic_url
+from ._settings import ClientSettings, stream_options
+from ._topics import DEFAULT_PORT as _DEFAULT_PORT
+from ._topics import (
+    TopicSpec,
+    base_url,
+    bootstrap_address,
+    group_topics,
+    normalize_topics,
+    topic_url,
+)
 from .exceptions import BrokerUnreachableError
 
 __all__ = [
@@ -49,7 +57,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "kafka://kafka.scimma.org/"
-DEFAULT_PORT = 9092
+#: 9092; only this object (not a literal 9092) means "port not given", so that the port of
+#: a ``kafka://host:port`` server URL is used (see :func:`igwn_alert._topics.parse_server`).
+DEFAULT_PORT: int = _DEFAULT_PORT
 DEFAULT_GROUP = "gracedb"
 DEFAULT_BATCH_SIZE = 1
 DEFAULT_BATCH_TIMEOUT = timedelta(seconds=0.2)
@@ -82,9 +92,12 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         the group left off; an alert counts as done only once the callback has returned.
         If not set, a private listener sees only alerts published after it starts.
     server : str, optional
-        The server URL (``kafka://...``).
+        The server URL, ``kafka://host[:port]/``. A bare ``host`` or ``host:port`` is taken
+        as ``kafka://host[:port]/``; IPv6 addresses go in brackets (``kafka://[::1]/``). A
+        password in the URL is ignored (with a warning) and never shown.
     port : int, optional
-        The server port.
+        The server port, 9092 by default. When it is not given, the port of the server URL
+        is used; a ``port`` given together with a URL port must agree with it.
     batch_size : int, optional
         How many alerts to take from the client library at once (alerts already buffered
         are always taken without waiting).
@@ -178,8 +191,8 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
             auth=auth,
             authfile=authfile,
             noauth=noauth,
-            server=server,
-            port=port,
+            server=self.server,
+            port=self.port,
         )
         super().__init__(auth=self.auth_obj)
 
@@ -214,7 +227,12 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
     # -- URLs -------------------------------------------------------------------------------
 
     def _construct_base_url(self) -> str:
-        """Return ``kafka://<host>:<port>/<group>`` for this client."""
+        """Return ``kafka://<host>:<port>/<group>`` for this client.
+
+        ``port`` is the port in use (after construction, the server URL's port if it had
+        one), so setting ``server`` to a URL with another port than ``port`` afterwards is a
+        :class:`ValueError` here; the URL never carries user information.
+        """
         return base_url(self.server, self.port, self.group_prefix)
 
     def _construct_topic_url(self, topics: TopicSpec) -> str:
@@ -280,14 +298,15 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         username, brokers, topics = parse_kafka_url(url)
         if len(brokers) != 1:
             raise ValueError(f"exactly one broker address is supported, not {brokers}")
-        bootstrap = brokers[0] if ":" in brokers[0] else f"{brokers[0]}:{self.port}"
+        bootstrap = bootstrap_address(brokers[0], self.port)
         credential = self._credential_for(bootstrap, unquote(username) if username else None)
         if mode == "w":
             return AlertWriter(self._producers, bootstrap, topics or [], credential)
         if mode == "r":
             if not topics:
                 raise ValueError(f"no topic(s) in the URL {url}")
-            start_at = kwargs.get("start_at", self.start_at)
+            hop_settings = stream_options(self, "r", kwargs)  # hop's Stream settings
+            start_at = hop_settings["start_at"]
             return AlertReader(
                 bootstrap,
                 topics,
@@ -295,26 +314,23 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
                 group_id=group_id,
                 start_at=None if start_at == StartPosition.LATEST else start_at,
                 ignoretest=ignoretest,
-                until_eos=bool(kwargs.get("until_eos", self.until_eos)),
+                until_eos=hop_settings["until_eos"],
                 config=self.config_overrides,
                 private_group=private_group_id(credential),
             )
         raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")
 
     def _credential_for(self, bootstrap: str, username: Optional[str] = None) -> Any:
-        creds = self.auth
-        if not creds:
-            return None
-        if not isinstance(creds, (list, tuple)):
-            return creds
-        if len(creds) == 1 and username is None:
-            return creds[0]
-        try:
-            return select_matching_auth(creds, bootstrap, username)
-        except AmbiguousCredentialError:
-            raise
-        except RuntimeError:
-            return select_matching_auth(creds, bootstrap.rsplit(":", 1)[0], username)
+        """Return the credential for a stream on ``bootstrap`` (``host:port``), or None.
+
+        Chosen by host (and by ``username``, else the user of the server URL, if any) among
+        the client's credentials, as hop does; a credential made for a loopback host without
+        TLS is never used for another host (see
+        :func:`igwn_alert._credentials.credential_for_host`).
+        """
+        if username is None:
+            username = getattr(self, "_server_username", None)
+        return credential_for_host(self.auth, bootstrap, username)
 
     # -- listening --------------------------------------------------------------------------
 

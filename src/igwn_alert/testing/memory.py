@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Union
 
-from .._topics import TopicSpec, normalize_topics
+from .._topics import DEFAULT_PORT, TopicSpec, normalize_topics
 from ..client import client
 from ._memory_transport import ALL_TOPICS as _ALL_TOPICS
 from ._memory_transport import Cursor, MemoryReader
@@ -494,7 +494,7 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
         group: str = "gracedb",
         consumer_group: Optional[str] = None,
         server: str = "kafka://kafka.scimma.org/",
-        port: int = 9092,
+        port: int = DEFAULT_PORT,
         batch_size: int = 1,
         batch_timeout: timedelta = timedelta(seconds=0.2),
         retry_on_fatal: bool = False,
