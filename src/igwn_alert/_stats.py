@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
-__all__ = ["STATES", "WINDOW", "ListenerStats", "PublisherStats", "health"]
+__all__ = ["STATES", "WINDOW", "ListenerStats", "PublisherStats", "check_limits", "health"]
 
 #: The states of a listener, in the order they usually occur.
 STATES = ("starting", "listening", "reconnecting", "stopped")
@@ -32,7 +32,7 @@ _wall = time.time
 _mono = time.monotonic
 
 
-def _percentiles(ring: array, written: int, total: float) -> dict[str, Any]:
+def _percentiles(ring: array[float], written: int, total: float) -> dict[str, Any]:
     n = min(written, WINDOW)
     out: dict[str, Any] = {"p50": None, "p99": None, "samples": n, "count": written, "sum": total}
     if n:
@@ -350,6 +350,26 @@ class PublisherStats:
         }
 
 
+def check_limits(**limits: Optional[float]) -> None:
+    """Check the limits of :func:`health` (each None or not negative).
+
+    Parameters
+    ----------
+    **limits
+        ``max_reconnecting_s``, ``max_lag``, ``max_silence_s``.
+
+    Raises
+    ------
+    ValueError
+        For a negative or non-numeric limit, naming it.
+    """
+    for name, value in limits.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name} must be a number, not negative, not {value!r}")
+
+
 def health(
     snapshot: Mapping[str, Any],
     *,
@@ -395,13 +415,9 @@ def health(
     listener = snapshot.get("listener", snapshot)
     if not isinstance(listener, Mapping) or "state" not in listener:
         raise TypeError("health() needs the snapshot returned by client.stats()")
-    for name, value in (
-        ("max_reconnecting_s", max_reconnecting_s),
-        ("max_lag", max_lag),
-        ("max_silence_s", max_silence_s),
-    ):
-        if value is not None and value < 0:
-            raise ValueError(f"{name} must not be negative, not {value!r}")
+    check_limits(
+        max_reconnecting_s=max_reconnecting_s, max_lag=max_lag, max_silence_s=max_silence_s
+    )
     state = listener["state"]
     in_state = float(listener["in_state_s"])
     if state == "stopped":
