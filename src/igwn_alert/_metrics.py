@@ -367,3 +367,53 @@ def parse_address(text: str) -> tuple[str, int]:
     if not match or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"not a port or HOST:PORT: {text!r}")
     return match.group("v6") or match.group("host") or "0.0.0.0", int(port)
+
+
+def _address_option(text: str) -> tuple[str, int]:
+    import argparse
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_option(parser: Any) -> None:
+    """Add ``--metrics-port [ADDR:]PORT`` to a sub-command's parser (``igwn-alert listen``).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser.
+    """
+    parser.add_argument(
+        "--metrics-port",
+        type=_address_option,
+        metavar="[ADDR:]PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics and a health check on "
+        "/healthz (needs igwn-alert[metrics])",
+    )
+
+
+def serve_from_options(client: Any, opts: Any) -> Optional[MetricsServer]:
+    """Start the metrics server asked for by ``--metrics-port``, if any.
+
+    Parameters
+    ----------
+    client : igwn_alert.client
+        The client.
+    opts : argparse.Namespace
+        The parsed options.
+
+    Returns
+    -------
+    MetricsServer or None
+        The running server, or None without the option.
+    """
+    where = getattr(opts, "metrics_port", None)
+    if where is None:
+        return None
+    try:
+        return serve_metrics(client, where[1], where[0])
+    except ImportError as exc:  # the command line reports a RuntimeError on one line
+        raise RuntimeError(str(exc)) from None
