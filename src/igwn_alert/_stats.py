@@ -43,26 +43,42 @@ def _percentiles(ring: array[float], written: int, total: float) -> dict[str, An
     return out
 
 
+def _last_alert(topics: dict[str, list[Any]]) -> Optional[dict[str, Any]]:
+    seen = [(c[3], t, c) for t, c in topics.items() if c[0]]
+    if not seen:
+        return None
+    arrival, topic, counts = max(seen)
+    return {
+        "topic": topic,
+        "partition": counts[4],
+        "broker_timestamp": counts[2] / 1000 if counts[2] is not None else None,
+        "arrival": arrival,
+    }
+
+
 class ListenerStats:
     """What one client's listener is doing: state, partitions, alerts, latency, lag, errors.
 
-    Thread-safe: the listen loop, the reading thread and any number of readers of
-    :meth:`snapshot` may call it at once. Topics are short names.
+    Thread-safe, with one rule for the hot path: :meth:`alert_started` and
+    :meth:`alert_done` are called by one thread at a time (the listen loop). They take no
+    lock: a lock would double their cost, and one listen loop is their only caller. Every
+    other method may be called from any thread at any time (the reading thread's
+    :meth:`set_lag`, :meth:`error`, any number of :meth:`snapshot` readers). A snapshot
+    taken while an alert is being recorded may see that alert's count without its latency
+    sample; nothing is ever torn or lost. Topics are short names.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._clock_offset = _wall() - _perf()
         self._state = "stopped"
         self._since_wall = _wall()
         self._since_mono = _mono()
         self._transitions: dict[str, int] = {}
         self._partitions: list[tuple[str, int]] = []
-        # topic -> [received, delivered, last broker timestamp (ms) or None, last arrival]
+        # topic -> [received, delivered, last broker timestamp (ms) or None, last arrival,
+        #           last partition]
         self._topics: dict[str, list[Any]] = {}
-        self._last_topic: Optional[str] = None
-        self._last_partition = -1
-        self._last_broker_ms: Optional[int] = None
-        self._last_arrival = 0.0
         self._latency = array("d", bytes(8 * WINDOW))
         self._latency_n = 0
         self._latency_sum = 0.0
@@ -148,6 +164,7 @@ class ListenerStats:
         with self._lock:
             self._lag = copy
             self._lag_updated = now
+            self._clock_offset = now - _perf()
 
     # -- hot path ----------------------------------------------------------------------
 
@@ -169,27 +186,26 @@ class ListenerStats:
         float
             The start token to pass to :meth:`alert_done` (a ``time.perf_counter()``).
         """
-        arrival = _wall()
-        with self._lock:
-            counts = self._topics.get(topic)
-            if counts is None:
-                counts = self._topics[topic] = [0, 0, None, 0.0]
-            counts[0] += 1
-            counts[3] = arrival
-            self._last_topic = topic
-            self._last_partition = partition
-            self._last_arrival = arrival
-            if broker_timestamp_ms > 0:
-                counts[2] = broker_timestamp_ms
-                self._last_broker_ms = broker_timestamp_ms
-                latency = arrival - broker_timestamp_ms / 1000.0
-                n = self._latency_n
-                self._latency[n & _MASK] = latency
-                self._latency_n = n + 1
-                self._latency_sum += latency
-            else:
-                self._last_broker_ms = None
-        return _perf()
+        # one clock read: the wall-clock arrival is perf_counter + an offset that is
+        # re-measured by set_lag() and snapshot() (each about once a second)
+        now = _perf()
+        arrival = now + self._clock_offset
+        counts = self._topics.get(topic)
+        if counts is None:
+            counts = self._new_topic(topic)
+        counts[0] += 1
+        counts[3] = arrival
+        counts[4] = partition
+        if broker_timestamp_ms > 0:
+            counts[2] = broker_timestamp_ms
+            latency = arrival - broker_timestamp_ms * 0.001
+            n = self._latency_n
+            self._latency[n & _MASK] = latency
+            self._latency_n = n + 1
+            self._latency_sum += latency
+        else:
+            counts[2] = None
+        return now
 
     def alert_done(self, topic: str, started: float) -> None:
         """Record that the callback returned normally for an alert.
@@ -202,18 +218,23 @@ class ListenerStats:
             What :meth:`alert_started` returned.
         """
         duration = _perf() - started
+        counts = self._topics.get(topic)
+        if counts is None:
+            counts = self._new_topic(topic)
+        counts[1] += 1
+        n = self._duration_n
+        self._duration[n & _MASK] = duration
+        self._duration_n = n + 1
+        self._duration_sum += duration
+
+    def _new_topic(self, topic: str) -> list[Any]:
+        # a new key under the lock, so that snapshot() never iterates a dict that grows
         with self._lock:
-            counts = self._topics.get(topic)
-            if counts is None:
-                counts = self._topics[topic] = [0, 0, None, 0.0]
-            counts[1] += 1
-            n = self._duration_n
-            self._duration[n & _MASK] = duration
-            self._duration_n = n + 1
-            self._duration_sum += duration
+            return self._topics.setdefault(topic, [0, 0, None, 0.0, -1])
 
     # direct feeds of the rings, for tests with known samples
     def _record_latency(self, seconds: float) -> None:
+        # (not on the hot path)
         with self._lock:
             self._latency[self._latency_n & _MASK] = seconds
             self._latency_n += 1
@@ -246,13 +267,12 @@ class ListenerStats:
         """
         with self._lock:
             now_wall = _wall()
+            self._clock_offset = now_wall - _perf()
             in_state = _mono() - self._since_mono
             state, since = self._state, self._since_wall
             transitions = dict(self._transitions)
             partitions = list(self._partitions)
             topics = {t: list(c) for t, c in self._topics.items()}
-            last = (self._last_topic, self._last_partition, self._last_broker_ms)
-            last_arrival = self._last_arrival
             latency = (array("d", self._latency), self._latency_n, self._latency_sum)
             duration = (array("d", self._duration), self._duration_n, self._duration_sum)
             lag, lag_updated = dict(self._lag), self._lag_updated
@@ -292,14 +312,7 @@ class ListenerStats:
                 for t, c in topics.items()
             },
             "alerts_total": sum(c[1] for c in topics.values()),
-            "last_alert": None
-            if last[0] is None
-            else {
-                "topic": last[0],
-                "partition": last[1],
-                "broker_timestamp": last[2] / 1000 if last[2] is not None else None,
-                "arrival": last_arrival,
-            },
+            "last_alert": _last_alert(topics),
             "latency_s": _percentiles(*latency),
             "callback_s": _percentiles(*duration),
             "lag": {"partitions": lag_rows, "total": total, "updated": lag_updated},

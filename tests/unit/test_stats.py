@@ -10,7 +10,7 @@ import time
 import pytest
 
 from igwn_alert import _stats
-from igwn_alert._stats import WINDOW, ListenerStats, PublisherStats, health
+from igwn_alert._stats import STATES, WINDOW, ListenerStats, PublisherStats, health
 
 
 def _now_ms() -> int:
@@ -173,53 +173,64 @@ def test_snapshot_is_a_copy() -> None:
 
 
 def test_thread_safety_exact_counts_under_contention() -> None:
+    """One listen loop on the hot path; error/reconnect/state/lag writers and snapshot
+    readers in other threads at the same time: every count exact, every snapshot valid."""
     s = ListenerStats()
-    threads_n, per_thread = 6, 20000
+    alerts, others_n, per_other = 60000, 4, 3000
     ts = _now_ms()
-    go = threading.Barrier(threads_n + 2, timeout=30)  # workers, reader, this thread
+    go = threading.Barrier(1 + others_n + 2 + 1, timeout=30)
     failures: list[BaseException] = []
 
-    def worker(k: int) -> None:
+    def listen_loop() -> None:
         go.wait()
-        topic = f"t{k % 2}"
-        for i in range(per_thread):
-            s.alert_done(topic, s.alert_started(topic, i % 3, ts))
-            if i % 100 == 0:
-                s.error("decode")
+        for i in range(alerts):
+            topic = f"t{i % 3}"  # new topics appear while snapshots run
+            s.alert_done(topic, s.alert_started(topic, i % 2, ts))
+
+    def other(k: int) -> None:
+        go.wait()
+        for i in range(per_other):
+            s.error("decode" if k % 2 else "transient")
+            s.reconnect()
+            s.set_state(STATES[i % 4])
+            s.set_lag({("t0", k): (i, i + k)})
+            s.set_partitions([("t0", k)])
 
     def reader() -> None:
         go.wait()
         last = 0
         try:
-            for _ in range(300):
+            for _ in range(400):
                 snap = s.snapshot()
                 json.dumps(snap)
                 total = snap["alerts_total"]
                 assert total >= last
+                assert snap["latency_s"]["samples"] <= WINDOW
                 last = total
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(threads_n)]
-    threads.append(threading.Thread(target=reader))
+    threads = [threading.Thread(target=listen_loop)]
+    threads += [threading.Thread(target=other, args=(k,)) for k in range(others_n)]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
     old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads often
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
     try:
-        for t in threads[:-1]:
+        for t in threads:
             t.start()
-        threads[-1].start()
         go.wait()
         for t in threads:
-            t.join(60)
+            t.join(120)
     finally:
         sys.setswitchinterval(old)
     assert not failures, failures
     snap = s.snapshot()
-    assert snap["alerts_total"] == threads_n * per_thread
-    assert snap["topics"]["t0"]["received"] == snap["topics"]["t0"]["delivered"] == 3 * per_thread
-    assert snap["latency_s"]["count"] == threads_n * per_thread
+    assert snap["alerts_total"] == alerts
+    assert snap["topics"]["t0"]["received"] == snap["topics"]["t0"]["delivered"] == alerts // 3
+    assert snap["latency_s"]["count"] == snap["callback_s"]["count"] == alerts
     assert snap["latency_s"]["samples"] == WINDOW
-    assert snap["errors"] == {"decode": threads_n * (per_thread // 100)}
+    assert snap["reconnects"] == others_n * per_other
+    assert snap["errors"] == {"decode": 2 * per_other, "transient": 2 * per_other}
 
 
 def test_publisher_counts_and_in_flight() -> None:
