@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from adc.errors import KafkaException
 
-from . import _lag, _metrics
+from . import _lag, _metrics, _watchdog
 from ._credentials import credential_for_user, netrc_credential
 from ._probe import probe
 from ._topics import full_name, group_topics, server_address
@@ -244,13 +244,12 @@ def _run(opts: argparse.Namespace) -> int:
         lv.stop()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    metrics = _metrics.serve_from_options(lv, opts)
+    services = _watchdog.start_for_listen(lv, opts)  # --metrics-port, systemd watchdog
     try:
         lv.listen(callback=None, topic=opts.topics or None, since=since)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if metrics is not None:
-            metrics.close()
+        services.close()
     return 0
 
 
