@@ -37,7 +37,7 @@ from .exceptions import (
     TopicNotFoundError,
 )
 
-__all__ = ["PartitionLag", "add_parser", "measure", "run"]
+__all__ = ["PartitionLag", "add_parser", "live_lag", "measure", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,39 @@ def measure(
         return rows
     finally:
         consumer.close()
+
+
+def live_lag(consumer: Any, group: str) -> dict[tuple[str, int], tuple[int, int]]:
+    """Position and end offset of each partition a running consumer holds, without a request.
+
+    For :meth:`igwn_alert._stats.ListenerStats.set_lag`, from the thread that polls the
+    consumer, about once a second: the position is the next offset the consumer will hand
+    out (``Consumer.position``) and the end offset the high watermark of the last fetch
+    response (``get_watermark_offsets(cached=True)``), so this costs no broker round trip.
+
+    Parameters
+    ----------
+    consumer : confluent_kafka.Consumer
+        The consumer.
+    group : str
+        The GraceDB group, to turn topic names into short names.
+
+    Returns
+    -------
+    dict
+        (short topic, partition) -> (position, end offset); negative where not known yet.
+    """
+    assignment = consumer.assignment()
+    if not assignment:
+        return {}
+    out = {}
+    for tp in consumer.position(assignment):
+        try:
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+        except confluent_kafka.KafkaException:
+            high = -1
+        out[(short_name(tp.topic, group), tp.partition)] = (tp.offset, high)
+    return out
 
 
 def _count(text: str) -> int:
