@@ -35,8 +35,9 @@ from hop.io import StartPosition
 
 from ._alert import Alert
 from ._decoding import render, unwrap
+from ._stats import ListenerStats
 from ._topics import normalize_topics, short_name
-from .exceptions import BrokerUnreachableError
+from .exceptions import AuthenticationError, AuthorizationError, BrokerUnreachableError
 
 if TYPE_CHECKING:
     from .client import client as Client
@@ -208,6 +209,7 @@ class _Run:
         self.positions: dict[tuple[str, int], int] = {}  # private streams: where to resume
         self.positioned = False  # some stream of this run was positioned
         self.handled = 0
+        self.stats: ListenerStats = getattr(client, "_listener_stats", None) or ListenerStats()
 
     def deliver(self, payload: Any, md: Any) -> None:
         """Call the callback for one alert until it is done (raises if it is not)."""
@@ -220,11 +222,15 @@ class _Run:
         attempts = 0
         while True:
             attempts += 1
+            stamp = md.timestamp if type(md.timestamp) is int else 0  # stand-in metadata
+            started = self.stats.alert_started(topic, md.partition, stamp)
             try:
                 self.callback(topic=topic, payload=payload)
+                self.stats.alert_done(topic, started)
                 self.fatal_in_a_row = 0
                 return
             except KafkaException as exc:
+                self.stats.error("callback")
                 alert = Alert(topic, full, md.partition, md.offset, md.timestamp, payload, attempts)
                 if exc.fatal:
                     self.fatal_in_a_row += 1
@@ -250,6 +256,7 @@ class _Run:
                 if _wait(self.stop, client.retry_wait):
                     raise _Stopped from None
             except Exception as exc:  # noqa: BLE001 - the failure policy decides
+                self.stats.error("callback")
                 alert = Alert(topic, full, md.partition, md.offset, md.timestamp, payload, attempts)
                 return _dispose(self.policy, alert, exc)
 
@@ -290,6 +297,7 @@ def listen(
     run = _Run(client, callback, check_on_failure(on_failure))
     url, stop = client._construct_topic_url(topics), run.stop
     first = True
+    run.stats.set_state("starting")
     try:
         while not stop.is_set():
             options = dict(stream_options)
@@ -302,6 +310,8 @@ def listen(
             try:
                 stream = client.open(url, "r", group_id=client.consumer_group, **options)
                 client._listen_stream = stream
+                if _ours(stream):
+                    stream.stats, stream.stats_group = run.stats, run.group
                 with stream as s:
                     if stop.is_set():
                         break
@@ -323,21 +333,37 @@ def listen(
             except _Escalate as escalate:
                 raise escalate.exc from None
             except (KafkaException, _Failed) as exc:
+                run.stats.error(_kind(exc))
+                run.stats.set_state("reconnecting")
                 if not _recover(run, exc):
                     raise
+                run.stats.reconnect()
             finally:
                 client.listening.clear()
                 if stream is not None and _ours(stream):
                     run.positions.update(stream.positions())
     finally:
+        run.stats.set_state("stopped")
         client.listening.clear()
         client._listen_stream = None
         stop.clear()
 
 
+def _kind(exc: BaseException) -> str:
+    """The kind of an error, for ``client.stats()``."""
+    if isinstance(exc, _Failed):
+        return "callback-fatal"
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return "auth"
+    if isinstance(exc, BrokerUnreachableError):
+        return "unreachable"
+    return "fatal" if getattr(exc, "fatal", False) else "transient"
+
+
 def _when_ready(stream: Any, run: _Run, client: Client) -> None:
     def ready() -> None:
         run.positioned = True
+        run.stats.set_state("listening")
         client.listening.set()
 
     if _ours(stream):

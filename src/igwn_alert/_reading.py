@@ -31,7 +31,10 @@ from hop.io import Metadata, StartPosition
 from . import _errors
 from ._decoding import decode
 from ._kafka_config import base_config, reader_settings
+from ._lag import live_lag
 from ._positions import Ledger, StartSpec, replay_offsets, wanted_offset
+from ._stats import ListenerStats
+from ._topics import short_name
 from ._watcher import PartitionWatcher
 from .exceptions import (
     AuthenticationError,
@@ -52,6 +55,7 @@ _DRAIN = 500  # most alerts taken at once from what librdkafka already buffered
 _BATCH_BUDGET = 0.5  # seconds of callbacks per batch before batches shrink
 _METADATA_TIMEOUT = 10.0
 _LOOKUP_TIMEOUT = 10.0
+_REPORT_EVERY = 1.0  # seconds between two lag reports to the listener's stats
 
 
 def _metadata_fast(message: Any, headers: Any) -> Metadata:
@@ -194,6 +198,11 @@ class AlertReader:
         self._at_end: set[tuple[str, int]] = set()
         self._ledger = Ledger()
         self._anchored: set[tuple[str, int]] = set()
+        self._existing: set[tuple[str, int]] = set()  # partitions there when it started
+        #: set by the listen loop: partitions held and lag are reported to it (about 1/s)
+        self.stats: Optional[ListenerStats] = None
+        self.stats_group = ""  # the GraceDB group, for short topic names in the stats
+        self._reported = 0.0
         self._extra = dict(config or {})
         self._watcher: Optional[PartitionWatcher] = None
         settings = reader_settings(private=self._private, until_eos=until_eos)
@@ -210,6 +219,7 @@ class AlertReader:
         partitions = self._describe()
         if partitions is None:
             return False
+        self._existing = set(partitions)
         if self._private:
             self._assign_private(partitions, initial=True)
             self._watcher = PartitionWatcher(self.topics, self._watcher_config)
@@ -352,12 +362,16 @@ class AlertReader:
         try:
             known = consumer.committed(partitions, timeout=_LOOKUP_TIMEOUT)
             never = [(tp.topic, tp.partition) for tp in known if tp.error is None and tp.offset < 0]
-            ends = replay_offsets(self._kafka, None, never, _LOOKUP_TIMEOUT) if never else {}
+            # a partition (or topic) created after this reader started holds only new alerts
+            ends = dict.fromkeys([k for k in never if k not in self._existing], OFFSET_BEGINNING)
+            older = [k for k in never if k in self._existing]
+            if older:
+                ends.update(replay_offsets(self._kafka, None, older, _LOOKUP_TIMEOUT))
         except confluent_kafka.KafkaException as exc:
             log.info("committed positions not known (%s): librdkafka resolves them", exc)
             return partitions, []
-        fresh = [TopicPartition(t, p, o) for (t, p), o in ends.items() if o >= 0]
-        at = {(tp.topic, tp.partition): tp.offset for tp in fresh}
+        at = {key: o for key, o in ends.items() if o >= 0 or o == OFFSET_BEGINNING}
+        fresh = [TopicPartition(t, p, o) for (t, p), o in at.items() if o >= 0]
         chosen = [
             TopicPartition(tp.topic, tp.partition, at.get((tp.topic, tp.partition), tp.offset))
             for tp in partitions
@@ -599,6 +613,8 @@ class AlertReader:
                 if guard and time.perf_counter() - began > _BATCH_BUDGET * 4:
                     self._rewind(batch[index + 1 :])  # stay in the group: poll again now
                     break
+            if self.stats is not None and began - self._reported > _REPORT_EVERY:
+                self._report(began)
             spent = time.perf_counter() - began
             if spent > _BATCH_BUDGET:
                 take = max(1, int(take * _BATCH_BUDGET / spent))
@@ -621,6 +637,19 @@ class AlertReader:
             self._kafka.store_offsets(offsets=[TopicPartition(key[0], key[1], message.offset())])
         except confluent_kafka.KafkaException as exc:
             log.debug("cannot store the start of %s[%d]: %s", key[0], key[1], exc)
+
+    def _report(self, now: float) -> None:
+        """Tell the listen loop's stats which partitions are held and how far behind."""
+        self._reported = now
+        stats = self.stats
+        if stats is None:
+            return
+        try:
+            group = self.stats_group
+            stats.set_partitions((short_name(t, group), p) for t, p in sorted(self._assigned))
+            stats.set_lag(live_lag(self._kafka, group))
+        except Exception as exc:  # noqa: BLE001 - statistics never stop the listener
+            log.debug("cannot report lag: %s", exc)
 
     def _rewind(self, rest: list[Any]) -> None:
         """Give back alerts taken but not handed out (librdkafka fetches them again)."""

@@ -32,6 +32,8 @@ from ._publishing import AlertWriter, ProducerPool
 from ._reading import AlertReader
 from ._sessions import WriterMap
 from ._settings import ClientSettings, stream_options
+from ._stats import ListenerStats, PublisherStats
+from ._stats import health as _health
 from ._topics import DEFAULT_PORT as _DEFAULT_PORT
 from ._topics import (
     TopicSpec,
@@ -184,6 +186,8 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
             jsonpp_on=jsonpp_on,
         )
         self._producers = ProducerPool()
+        self._listener_stats = ListenerStats()
+        self._publisher_stats = PublisherStats()
         self._listen_stream: Any = None
         self.auth_obj = self._resolve_auth(
             username=username,
@@ -442,6 +446,88 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
     def listen_stream(self) -> Any:
         """The stream the running listen() reads, or None (igwn-alert 0.6.3's name)."""
         return self._listen_stream
+
+    # -- operations -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Return a snapshot of the listener's and the publisher's counters (thread-safe).
+
+        Cheap enough to call every second. See :doc:`/operations` for every field.
+
+        Returns
+        -------
+        dict
+            ``{"listener": {...}, "publisher": {...}}``, plain JSON-serialisable data:
+            state, partitions, alerts per topic, last alert, latency and callback duration
+            percentiles, lag, reconnects, errors; alerts written, delivered, failed and in
+            flight.
+        """
+        return {
+            "listener": self._listener_stats.snapshot(),
+            "publisher": self._publisher_stats.snapshot(),
+        }
+
+    def health(
+        self,
+        *,
+        max_reconnecting_s: float = 60.0,
+        max_lag: Optional[int] = None,
+        max_silence_s: Optional[float] = None,
+    ) -> tuple[bool, str]:
+        """Judge the listener by the health rule (see :doc:`/operations`).
+
+        Unhealthy when stopped, when starting or reconnecting for more than
+        ``max_reconnecting_s``, with a total lag above ``max_lag``, or (if given) with no
+        alert for more than ``max_silence_s``.
+
+        Parameters
+        ----------
+        max_reconnecting_s : float, optional
+            Seconds allowed starting or reconnecting (default 60).
+        max_lag : int, optional
+            Total lag allowed (default: not checked).
+        max_silence_s : float, optional
+            Seconds allowed without an alert (default: not checked).
+
+        Returns
+        -------
+        (bool, str)
+            Healthy or not, and why.
+        """
+        return _health(
+            self.stats(),
+            max_reconnecting_s=max_reconnecting_s,
+            max_lag=max_lag,
+            max_silence_s=max_silence_s,
+        )
+
+    def serve_metrics(self, port: int, addr: str = "0.0.0.0", **health_options: Any) -> Any:
+        """Serve this client's metrics for Prometheus (``/metrics``) and ``/healthz``.
+
+        Needs ``pip install 'igwn-alert[metrics]'``. See :doc:`/operations`.
+
+        Parameters
+        ----------
+        port : int
+            TCP port; 0 picks a free one (the returned server's ``port``).
+        addr : str, optional
+            Address to listen on (default all IPv4 interfaces).
+        **health_options
+            ``max_reconnecting_s``, ``max_lag``, ``max_silence_s`` for ``/healthz``.
+
+        Returns
+        -------
+        igwn_alert._metrics.MetricsServer
+            The running server (a background thread); ``close()`` stops it.
+
+        Raises
+        ------
+        ImportError
+            If prometheus-client is not installed.
+        """
+        from ._metrics import serve_metrics
+
+        return serve_metrics(self, port, addr, **health_options)
 
     # -- publishing -------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from adc.errors import KafkaException
 
+from . import _lag, _metrics, _watchdog
 from ._credentials import credential_for_user, netrc_credential
 from ._probe import probe
 from ._topics import full_name, group_topics, server_address
@@ -135,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="replay from an ISO 8601 time (UTC if no zone) or a duration ago (15m, 2h, 1d)",
     )
+    _metrics.add_option(listen)
     sub.add_parser("topics", help="list the group's topics")
     send = sub.add_parser("send", help="publish the contents of a file, as GraceDB does")
     send.add_argument("topic", nargs="+", help="short topic name")
@@ -144,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run an offline broker in the foreground")
     serve.add_argument("--port", dest="serve_port", type=int, default=None, help="port to use")
     sub.add_parser("demo", help="run a short demonstration on an offline broker")
+    _lag.add_parser(sub)
     return p
 
 
@@ -219,6 +222,8 @@ def _run(opts: argparse.Namespace) -> int:
         print(f"Topics for group {opts.group} associated with the current credential:")
         print(*lv.get_topics(), sep="\n")
         return 0
+    if opts.action == "lag":
+        return _lag.run(lv, opts)
     if opts.action == "send":
         _check(lv, opts.topic)
         for path in opts.alertfile:
@@ -239,10 +244,12 @@ def _run(opts: argparse.Namespace) -> int:
         lv.stop()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    services = _watchdog.start_for_listen(lv, opts)  # --metrics-port, systemd watchdog
     try:
         lv.listen(callback=None, topic=opts.topics or None, since=since)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        services.close()
     return 0
 
 

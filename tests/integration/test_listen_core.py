@@ -127,20 +127,20 @@ def test_1_deeply_nested_json_reaches_the_callback_as_raw_bytes_and_the_group_go
     topic = make_topic()
     bomb = b"[" * 1000
     got: list[Any] = []
-    group = group_at_end(kafka_broker.bootstrap, f"cg-{topic.short}", topic.full)
-    c = plain_client(kafka_broker.bootstrap, topic.group, consumer_group=group)
+    group = group_at_end(kafka_broker.plaintext, f"cg-{topic.short}", topic.full)
+    c = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
     run = Run(c, lambda topic, payload: got.append(payload), topic.short)
     run.ready()
-    produce(kafka_broker.bootstrap, topic.full, [bomb, {"n": 1}])
+    produce(kafka_broker.plaintext, topic.full, [bomb, {"n": 1}])
     assert until(lambda: len(got) == 2), got
     run.stop()
     assert run.error is None, run.error
     assert isinstance(got[0], Blob) and got[0].content == bomb
     assert got[1] == {"n": 1}
     # a restart of the group does not die on it either: both were done
-    produce(kafka_broker.bootstrap, topic.full, [{"n": 2}])
+    produce(kafka_broker.plaintext, topic.full, [{"n": 2}])
     again: list[Any] = []
-    c2 = plain_client(kafka_broker.bootstrap, topic.group, consumer_group=group)
+    c2 = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
     run2 = Run(c2, lambda topic, payload: again.append(payload), topic.short)
     assert until(lambda: again == [{"n": 2}]), again
     run2.stop()
@@ -154,8 +154,8 @@ def _registry_entries() -> int:
 def test_2_many_undecodable_messages_keep_memory_and_logs_flat(kafka_broker, make_topic, caplog):
     topic = make_topic()
     count = 100_000
-    produce(kafka_broker.bootstrap, topic.full, [b"\xff not json %d" % i for i in range(count)])
-    c = plain_client(kafka_broker.bootstrap, topic.group)
+    produce(kafka_broker.plaintext, topic.full, [b"\xff not json %d" % i for i in range(count)])
+    c = plain_client(kafka_broker.plaintext, topic.group)
     seen = [0]
 
     def callback(topic: str, payload: Any) -> None:
@@ -180,7 +180,7 @@ def test_2_many_undecodable_messages_keep_memory_and_logs_flat(kafka_broker, mak
 
 def test_3_nonfatal_error_from_the_callback_never_skips_the_alert(kafka_broker, make_topic):
     topic = make_topic()
-    group = group_at_end(kafka_broker.bootstrap, f"cg-{topic.short}", topic.full)
+    group = group_at_end(kafka_broker.plaintext, f"cg-{topic.short}", topic.full)
     calls: list[Any] = []
 
     def follow_up_fails(topic: str, payload: Any) -> None:
@@ -188,16 +188,16 @@ def test_3_nonfatal_error_from_the_callback_never_skips_the_alert(kafka_broker, 
         if n_of(payload) == 2:
             raise DeliveryError("the follow-up publish failed")
 
-    c = plain_client(kafka_broker.bootstrap, topic.group, consumer_group=group, retry_wait=0.05)
+    c = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group, retry_wait=0.05)
     run = Run(c, follow_up_fails, topic.short)
     run.ready()
-    produce(kafka_broker.bootstrap, topic.full, [{"n": 1}, {"n": 2}, {"n": 3}])
+    produce(kafka_broker.plaintext, topic.full, [{"n": 1}, {"n": 2}, {"n": 3}])
     run.thread.join(RECEIVE)
     assert isinstance(run.error, DeliveryError), run.error  # on_failure="raise" (default)
     assert calls == [1, 2, 2, 2]  # delivered again, listen_retries calls in all
     # the group did not move past it: a restart gets alert 2 again, then 3
     again: list[Any] = []
-    c2 = plain_client(kafka_broker.bootstrap, topic.group, consumer_group=group)
+    c2 = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
     run2 = Run(c2, lambda topic, payload: again.append(n_of(payload)), topic.short)
     assert until(lambda: again == [2, 3]), again
     run2.stop()
@@ -215,16 +215,16 @@ def test_4_fatal_error_from_the_callback_is_retried_at_most_listen_retries_times
         raise FakeFatalKafkaException
 
     c = plain_client(
-        kafka_broker.bootstrap,
+        kafka_broker.plaintext,
         topic.group,
-        consumer_group=group_at_end(kafka_broker.bootstrap, f"cg-{topic.short}", topic.full),
+        consumer_group=group_at_end(kafka_broker.plaintext, f"cg-{topic.short}", topic.full),
         retry_on_fatal=True,
         listen_retries=3,
         retry_wait=0.05,
     )
     run = Run(c, always_fatal, topic.short)
     run.ready()
-    produce(kafka_broker.bootstrap, topic.full, [{"n": 1}])
+    produce(kafka_broker.plaintext, topic.full, [{"n": 1}])
     run.thread.join(60)
     assert not run.thread.is_alive(), f"redelivered forever: {len(calls)} calls"
     assert run.error is FakeFatalKafkaException
@@ -243,17 +243,17 @@ def test_5_private_listener_reopened_resumes_every_partition(kafka_broker, make_
         if n_of(payload) == 1 and not published.is_set():
             # a fatal error before any alert completed; while the listener is away, an
             # alert arrives on the quiet partition and one on the busy one
-            produce(kafka_broker.bootstrap, topic_full, [{"n": 2}], partition=1)
-            produce(kafka_broker.bootstrap, topic_full, [{"n": 3}], partition=0)
+            produce(kafka_broker.plaintext, topic_full, [{"n": 2}], partition=1)
+            produce(kafka_broker.plaintext, topic_full, [{"n": 3}], partition=0)
             published.set()
             raise FakeFatalKafkaException
         got.append(n_of(payload))
 
     topic_full = topic.full
-    c = plain_client(kafka_broker.bootstrap, topic.group, retry_on_fatal=True, retry_wait=1.0)
+    c = plain_client(kafka_broker.plaintext, topic.group, retry_on_fatal=True, retry_wait=1.0)
     run = Run(c, callback, topic.short)
     run.ready()
-    produce(kafka_broker.bootstrap, topic.full, [{"n": 1}], partition=0)
+    produce(kafka_broker.plaintext, topic.full, [{"n": 1}], partition=0)
     assert until(lambda: sorted(got) == [1, 2, 3]), got
     run.stop()
     assert run.error is None
@@ -266,17 +266,17 @@ def test_5_private_listener_reopened_resumes_every_partition(kafka_broker, make_
 def test_6_group_resumes_at_its_committed_position_not_at_the_end(kafka_broker, make_topic):
     topic = make_topic()
     group = f"cg-{topic.short}"
-    produce(kafka_broker.bootstrap, topic.full, [{"n": i} for i in range(42)])
-    plain = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": group})
+    produce(kafka_broker.plaintext, topic.full, [{"n": i} for i in range(42)])
+    plain = Consumer({"bootstrap.servers": kafka_broker.plaintext, "group.id": group})
     plain.commit(offsets=[TopicPartition(topic.full, 0, 17)], asynchronous=False)
     plain.close()
     got: list[Any] = []
-    c = plain_client(kafka_broker.bootstrap, topic.group, consumer_group=group)
+    c = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
     run = Run(c, lambda topic, payload: got.append(n_of(payload)), topic.short)
     assert until(lambda: len(got) >= 25), got
     run.stop()
     assert got == list(range(17, 42))
-    assert committed(admin_for(kafka_broker.bootstrap), group, topic.full, 1) == {0: 42}
+    assert committed(admin_for(kafka_broker.plaintext), group, topic.full, 1) == {0: 42}
 
 
 # -- 7: slow callbacks stay in the group -----------------------------------------------------
@@ -291,15 +291,15 @@ def test_7_slow_callbacks_keep_their_group_membership(kafka_broker, make_topic, 
         got.append(n_of(payload))
 
     c = plain_client(
-        kafka_broker.bootstrap,
+        kafka_broker.plaintext,
         topic.group,
-        consumer_group=group_at_end(kafka_broker.bootstrap, f"cg-{topic.short}", topic.full),
+        consumer_group=group_at_end(kafka_broker.plaintext, f"cg-{topic.short}", topic.full),
         config={"max.poll.interval.ms": 6000, "session.timeout.ms": 6000},
     )
     with caplog.at_level(logging.INFO, logger="igwn_alert"):
         run = Run(c, slow, topic.short)
         run.ready()
-        produce(kafka_broker.bootstrap, topic.full, [{"n": i} for i in range(40)])  # 16 s
+        produce(kafka_broker.plaintext, topic.full, [{"n": i} for i in range(40)])  # 16 s
         assert until(lambda: len(got) >= 40, timeout=60), len(got)
         run.stop()
     taken = [
@@ -353,7 +353,7 @@ def test_9_unreachable_broker_without_retry_raises_and_stop_while_starting_is_pr
 
 def test_10_a_second_concurrent_listen_raises_at_once(kafka_broker, make_topic):
     topic = make_topic()
-    c = plain_client(kafka_broker.bootstrap, topic.group)
+    c = plain_client(kafka_broker.plaintext, topic.group)
     run = Run(c, lambda topic, payload: None, topic.short)
     run.ready()
     start = time.monotonic()
@@ -365,12 +365,12 @@ def test_10_a_second_concurrent_listen_raises_at_once(kafka_broker, make_topic):
 
 def test_11_reference_stop_idiom_through_the_streams_consumer(kafka_broker, make_topic):
     topic = make_topic()
-    c = plain_client(kafka_broker.bootstrap, topic.group)
+    c = plain_client(kafka_broker.plaintext, topic.group)
     for _ in range(2):  # and the same client listens again afterwards
         got: list[Any] = []
         run = Run(c, got_into(got), topic.short)
         run.ready()
-        produce(kafka_broker.bootstrap, topic.full, [{"n": 1}])
+        produce(kafka_broker.plaintext, topic.full, [{"n": 1}])
         assert until(lambda got=got: got == [{"n": 1}]), got
         start = time.monotonic()
         c.stop_listening.set()
@@ -385,7 +385,7 @@ def test_11_reference_stop_idiom_through_the_streams_consumer(kafka_broker, make
 
 def test_13_get_topics_with_a_wrong_password_is_a_quiet_clear_error(kafka_broker, make_user, capfd):
     user = make_user(read=["*"])
-    host, port = host_port(kafka_broker.sasl_bootstrap)
+    host, port = host_port(kafka_broker.sasl)
     import igwn_alert
 
     c = igwn_alert.client(
