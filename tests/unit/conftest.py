@@ -326,6 +326,9 @@ class FakeConsumer:
         """What librdkafka's poll does first: run a pending re-balance callback."""
         from confluent_kafka import OFFSET_INVALID, TopicPartition
 
+        errors, self.pending_errors = getattr(self, "pending_errors", []), []
+        for error in errors:  # librdkafka reports errors from poll, in the polling thread
+            self.config["error_cb"](error)
         if getattr(self, "_join_pending", False):
             self._join_pending = False
             partitions = [TopicPartition(t, 0, OFFSET_INVALID) for t in self.subscribed]

@@ -656,3 +656,58 @@ def test_6_9_missing_topic_is_not_fatal(c, fake_consumer, caplog):
     assert not thread.is_alive()
     assert "error" not in outcome, outcome
     assert any("test.nosuch" in r.getMessage() for r in caplog.records)
+
+
+# -- issue 9, scenario 8: a credential error reported non-fatal while listening ---------------
+
+
+def _auth_error():
+    from confluent_kafka import KafkaError
+
+    return KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error", fatal=False)
+
+
+def test_credential_error_at_start_up_fails_fast(c, fake_consumer):
+    fake_consumer.queue = []
+    original = fake_consumer.__init__
+
+    def init(self, config):
+        from confluent_kafka import KafkaError
+        from confluent_kafka import KafkaException as RawKafkaException
+
+        original(self, config)
+        self.pending_errors = [_auth_error()]
+
+        def refused(*args, **kwargs):  # as librdkafka: no metadata without a session
+            raise RawKafkaException(KafkaError(KafkaError._TRANSPORT))
+
+        self.list_topics = refused
+
+    with mock.patch.object(fake_consumer, "__init__", init):
+        start = time.monotonic()
+        with pytest.raises(igwn_alert.exceptions.AuthenticationError):
+            c.listen(Recorder(), "topic1")
+    assert time.monotonic() - start < 2
+
+
+def test_transient_credential_error_while_listening_is_logged_and_retried(
+    fake_consumer, fakes, caplog
+):
+    c = client(noauth=True, group="test", consumer_group="cg")
+    got = Recorder()
+    thread, outcome = run_in_thread(c.listen, got, "topic1")
+    assert c.listening.wait(5)
+    consumer = fake_consumer.instances[0]
+    with caplog.at_level(logging.WARNING):
+        consumer.pending_errors = [_auth_error()]  # as when a SCIMMA broker restarts
+        time.sleep(0.3)
+        assert thread.is_alive(), outcome
+        consumer.queue.append(fakes.wire_message("test.topic1", {"n": 1}))
+        deadline = time.monotonic() + 5
+        while not got.calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+    c.stop()
+    thread.join(2)
+    assert "error" not in outcome, outcome
+    assert got.calls == [("topic1", {"n": 1})]
+    assert any("retrying" in r.getMessage() for r in caplog.records)
