@@ -4,6 +4,7 @@ A drop-in replacement for the reference ``igwn_alert`` client: ``import igwn_ale
 the :class:`~igwn_alert.client.client` class (as ``igwn_alert.client``) and the defaults.
 """
 
+from ._alert import Alert
 from .client import (
     DEFAULT_GROUP,
     DEFAULT_LISTEN_RETRIES,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_RETRY_WAIT",
     "DEFAULT_SERVER",
+    "Alert",
     "__version__",
     "client",
 ]

@@ -24,6 +24,7 @@ from hop.auth import Auth
 from hop.io import StartPosition
 
 from . import _listening
+from ._alert import Alert
 from ._credentials import credential_for_host, private_group_id, resolve_credentials
 from ._deprecated import DeprecatedMethods
 from ._kafka_config import check_user_config
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_RETRY_WAIT",
     "DEFAULT_SERVER",
+    "Alert",
     "client",
 ]
 
@@ -125,14 +127,6 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         Short topic name -> open writer, filled by :meth:`connect`.
     stop_listening : threading.Event
         Set by :meth:`stop`.
-    listening : threading.Event
-        Set while :meth:`listen` has its stream open and positioned (an addition of this
-        client: wait on it to know that alerts published from now on will be seen). Its
-        truth value is whether it is set; assigning ``False`` to it stops the listener, as
-        igwn-alert 0.6.3 code does.
-    listen_stream : stream or None
-        The stream the running :meth:`listen` reads (0.6.3's name; 0.7.0 calls it
-        ``_listen_stream``); ``listen_stream._consumer.stop()`` stops the listener.
     auth_obj : hop.auth.Auth, list of hop.auth.Auth, or False
         The credential chosen.
 
@@ -432,7 +426,12 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
 
     @property  # type: ignore[override]
     def listening(self) -> _listening.ListeningFlag:
-        """Set while listen() is positioned; assigning False stops it (0.6.3 code does)."""
+        """An event set while :meth:`listen` has its stream open and positioned.
+
+        Wait on it to know that alerts published from now on will be seen (an addition of
+        this client). Its truth value is whether it is set, and assigning ``False`` to it
+        stops the listener, as igwn-alert 0.6.3 code does.
+        """
         return self._listening_flag
 
     @listening.setter
@@ -444,7 +443,11 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
 
     @property
     def listen_stream(self) -> Any:
-        """The stream the running listen() reads, or None (igwn-alert 0.6.3's name)."""
+        """The stream the running :meth:`listen` reads, or None.
+
+        igwn-alert 0.6.3's name (0.7.0 calls it ``_listen_stream``):
+        ``listen_stream._consumer.stop()`` stops the listener.
+        """
         return self._listen_stream
 
     # -- operations -------------------------------------------------------------------------
