@@ -426,6 +426,9 @@ class AlertReader:
         if not self._outage:
             self._outage = True
             log.warning("Kafka broker %s: %s; retrying", self.bootstrap, error.str())
+            if self.stats is not None and self._ready.is_set():
+                self.stats.error("outage")
+                self.stats.set_state("reconnecting")
         else:
             log.debug("Kafka broker %s: %s", self.bootstrap, error.str())
 
@@ -569,6 +572,10 @@ class AlertReader:
                     self._assign_private(found, initial=False)
             if until_eos and self._finished():
                 break
+            if self.stats is not None:
+                now = time.perf_counter()
+                if now - self._reported > _REPORT_EVERY:
+                    self._report(now)
             batch = consume(take, 0)
             if not batch:
                 first = poll(_POLL_SLICE)
@@ -578,6 +585,8 @@ class AlertReader:
             if self._outage:
                 self._outage = False
                 log.warning("Kafka broker %s: connection restored", self.bootstrap)
+                if self.stats is not None and self._ready.is_set():
+                    self.stats.set_state("listening")
             began = time.perf_counter()
             for index, message in enumerate(batch):
                 if message.error() is not None:
@@ -613,8 +622,6 @@ class AlertReader:
                 if guard and time.perf_counter() - began > _BATCH_BUDGET * 4:
                     self._rewind(batch[index + 1 :])  # stay in the group: poll again now
                     break
-            if self.stats is not None and began - self._reported > _REPORT_EVERY:
-                self._report(began)
             spent = time.perf_counter() - began
             if spent > _BATCH_BUDGET:
                 take = max(1, int(take * _BATCH_BUDGET / spent))
