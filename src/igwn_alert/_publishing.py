@@ -208,7 +208,7 @@ class _Producer:
                 self.mark_dead(self._fatal_exception(error))
             else:
                 self._transient(error)
-        except Exception:  # noqa: BLE001 - never raise into librdkafka's callback
+        except Exception:
             log.exception("cannot handle a producer error")
         self.wake()
 
@@ -707,7 +707,7 @@ class AlertWriter:
                 producer.delivered()
             if user_callback is not None:
                 user_callback(error, message)
-        except Exception:  # noqa: BLE001 - never raise into librdkafka's callback
+        except Exception:
             log.exception("error in a delivery callback")
         finally:
             if producer is not None:

@@ -177,7 +177,8 @@ def topic_url(base: str, topics: TopicSpec) -> str:
     group = parsed.path.rsplit("/", 1)[-1]
     prefix = parsed.path[: len(parsed.path) - len(group)]
     names = ",".join(
-        full_name(group, check_topic_name(t, group)) for t in normalize_topics(topics, required=True)
+        full_name(group, check_topic_name(t, group))
+        for t in normalize_topics(topics, required=True)
     )
     return f"{parsed.scheme}://{parsed.netloc}{prefix}{names}"
 

@@ -373,7 +373,7 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
                 else:  # a writer from a patched open(): hop's write + flush
                     writer.write(msg)
                     writer.flush()
-            except Exception as exc:  # noqa: BLE001 - send to the other topics, then raise
+            except Exception as exc:
                 if len(names) == 1:
                     raise
                 failure = failure or exc
