@@ -68,6 +68,7 @@ _MAX_LISTED = 10  # failed alerts named one by one in a flush error
 _MAX_KEPT = 1000  # failed alerts kept per writer until the next flush (then only counted)
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
+_CREDENTIAL = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._FATAL})
 _WRITE_REFUSED = frozenset(
     {
@@ -180,7 +181,7 @@ class _Producer:
         self._cond = threading.Condition()
         self._poll_lock = threading.Lock()
         self._waiters = 0
-        self._in_outage = False
+        self._outage: set[str] = set()  # the kinds of error logged since the last delivery
         self.errors_seen = 0
         self.last_error: Any = None
         self.closed = False
@@ -213,11 +214,12 @@ class _Producer:
         self.wake()
 
     def _transient(self, error: Any) -> None:
-        """Log a transient error once per outage; librdkafka retries by itself."""
+        """Log a transient error once per outage (and kind); librdkafka retries by itself."""
         self.errors_seen += 1
         self.last_error = error
-        if not self._in_outage:
-            self._in_outage = True
+        kind = "credential" if error.code() in _CREDENTIAL else "connection"
+        if kind not in self._outage:
+            self._outage.add(kind)
             log.warning(
                 "producer: %s (%s); librdkafka keeps retrying, alerts wait up to %g s",
                 error.str(),
@@ -229,8 +231,8 @@ class _Producer:
 
     def delivered(self) -> None:
         """A delivery succeeded: any outage is over."""
-        if self._in_outage:
-            self._in_outage = False
+        if self._outage:
+            self._outage = set()
             self.last_error = None
             log.info("producer: delivering to %s again", self.bootstrap)
 
