@@ -577,7 +577,9 @@ class AlertWriter:
             except confluent_kafka.KafkaException as exc:
                 error = exc.args[0] if exc.args else None
                 if error is not None and not error.fatal() and error.code() != KafkaError._FATAL:
-                    raise _delivery_exception(error, topic, _alert_uid(payload), producer) from None
+                    raise _delivery_exception(
+                        error, topic, _alert_uid(payload), producer, _size(payload, headers)
+                    ) from None
                 producer.from_exception(exc)
                 continue  # the producer is dead: the next attempt uses a new one
             except (SystemError, RuntimeError) as exc:
@@ -695,8 +697,9 @@ class AlertWriter:
                 if error is None:
                     self._failing = False
                 else:
-                    uid = _alert_uid(message.value()) if message is not None else None
-                    exc = _delivery_exception(error, topic, uid, producer)
+                    value = message.value() if message is not None else None
+                    uid = _alert_uid(value)
+                    exc = _delivery_exception(error, topic, uid, producer, _size(value, None))
                     self._failed_count += 1
                     if len(self._failed) < _MAX_KEPT:
                         self._failed.append((topic, uid, exc))
@@ -747,7 +750,9 @@ class AlertWriter:
             try:
                 if error is not None:
                     producer = holder[0] if holder else None
-                    ticket.error = _delivery_exception(error, name, _alert_uid(payload), producer)
+                    ticket.error = _delivery_exception(
+                        error, name, _alert_uid(payload), producer, _size(payload, headers)
+                    )
                 elif holder:
                     holder[0].delivered()
             finally:
@@ -848,6 +853,17 @@ class AlertWriter:
         self.close()
 
 
+def _size(payload: Any, headers: Any) -> Optional[int]:
+    """The size of an encoded alert and its headers, in bytes (None if unknown)."""
+    try:
+        size = len(payload)
+        for name, value in headers or ():
+            size += len(name) + len(value)
+    except TypeError:
+        return None
+    return size
+
+
 def _last_error(producer: Optional[_Producer]) -> str:
     if producer is None or producer.last_error is None:
         return ""
@@ -855,17 +871,22 @@ def _last_error(producer: Optional[_Producer]) -> str:
 
 
 def _delivery_exception(
-    error: Any, topic: str, uid: Optional[str], producer: Optional[_Producer]
+    error: Any,
+    topic: str,
+    uid: Optional[str],
+    producer: Optional[_Producer],
+    size: Optional[int] = None,
 ) -> KafkaException:
     """The exception for one alert that was not delivered, with the reason."""
     what = f"{_describe(uid)} to topic {topic}"
     code = error.code()
     server = producer.bootstrap if producer is not None else "the broker"
     if code in _TOO_LARGE:
+        encoded = f"{size:,} bytes encoded, " if size is not None else ""
         return AlertTooLargeError(
-            f"{what} was not sent: it is larger than a Kafka message may be ({error.str()}; "
-            "the client allows 1,000,000 bytes, and the topic's max.message.bytes applies "
-            "on the broker)",
+            f"{what} was not sent: it is {encoded}larger than a Kafka message may be (the "
+            "client allows 1,000,000 bytes, librdkafka's message.max.bytes; the broker "
+            f"applies the topic's max.message.bytes): {error.str()}",
             error,
         )
     if code in _WRITE_REFUSED:

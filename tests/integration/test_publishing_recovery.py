@@ -33,9 +33,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def _uids(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> list[str]:
     """Every alert's uid on the topic, from the start (PLAINTEXT, as the admin sees it)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"chk-{uuid.uuid4().hex[:8]}"}
-    )
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"chk-{uuid.uuid4().hex[:8]}"})
     got: list[str] = []
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
