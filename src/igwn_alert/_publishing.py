@@ -193,6 +193,10 @@ class _Producer:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 1,
+                    # connect to the brokers the bootstrap answer names at once, not after
+                    # librdkafka's >= 11 ms "sparse connection" pause: the first publish()
+                    # waits for that connection (measured: 19 ms -> 7 ms on this machine)
+                    "enable.sparse.connections": False,
                     "message.timeout.ms": timeout_ms,
                     "request.timeout.ms": min(timeout_ms, 30000),
                     "error_cb": self._on_error,

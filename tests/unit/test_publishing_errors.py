@@ -379,3 +379,4 @@ def test_delivery_timeout_reaches_librdkafka(c, scripted):
     c.publish("superevent", _alert("S1"))
     assert scripted.instances[0].config["message.timeout.ms"] == 7000
     assert scripted.instances[0].config["enable.idempotence"] is True
+    assert scripted.instances[0].config["enable.sparse.connections"] is False
