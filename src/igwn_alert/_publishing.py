@@ -818,11 +818,12 @@ class AlertWriter:
         with self._lock:
             failed, self._failed = self._failed, []
             count, self._failed_count = self._failed_count, 0
+            unsent = {topic for seq, topic in self._pending.items() if seq <= target}
             remaining = sum(1 for seq in self._pending if seq <= target)
         if failed:
             raise _flush_exception(failed, count, remaining)
         if remaining:
-            where = ", ".join(sorted({t for s, t in self._pending.items() if s <= target}))
+            where = ", ".join(sorted(unsent))
             raise DeliveryError(
                 f"{remaining} alert(s) to {where or 'the broker'} were not delivered within "
                 f"{wait:g} s (is the broker at {self._bootstrap} up?){_last_error(producer)}"

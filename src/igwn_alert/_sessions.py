@@ -116,6 +116,8 @@ class WriterMap:
         ------
         RuntimeError
             If nothing, or not that topic, is connected.
+        igwn_alert.exceptions.DeliveryError
+            Only if this alert cannot be queued (too large, say); never for an earlier one.
         """
         self._session(topic).write(msg)
         log.debug("Published an alert to topic %s", topic)
@@ -133,7 +135,8 @@ class WriterMap:
         RuntimeError
             If nothing, or not that topic, is connected.
         igwn_alert.exceptions.DeliveryError
-            If alerts could not be delivered within the delivery timeout.
+            Once for the alerts published on that topic since the previous flush that were
+            not delivered: how many, which (their ``uid``) and why.
         """
         self._session(topic).flush()
         log.debug("Flushed topic %s", topic)
