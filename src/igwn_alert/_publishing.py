@@ -35,6 +35,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import partial
@@ -157,6 +158,12 @@ class _Ticket:
         self.error: Optional[KafkaException] = None
 
 
+def _forward_error(ref: Any, error: Any) -> None:
+    producer = ref()
+    if producer is not None:
+        producer._on_error(error)
+
+
 class _Producer:
     """One confluent-kafka producer, the errors it reports, and its delivery-report service.
 
@@ -199,7 +206,8 @@ class _Producer:
                     "enable.sparse.connections": False,
                     "message.timeout.ms": timeout_ms,
                     "request.timeout.ms": min(timeout_ms, 30000),
-                    "error_cb": self._on_error,
+                    # weakly: no reference cycle through confluent-kafka's C object
+                    "error_cb": partial(_forward_error, weakref.ref(self)),
                     "logger": _ProducerLog(self.fatal_reasons),
                 },
             )
@@ -271,6 +279,8 @@ class _Producer:
         """The clear exception for what ``produce``/``poll`` raised after a fatal error."""
         if self.dead is not None:
             return self.dead
+        if self.closed:  # closed by the pool while this thread was using it: not a failure
+            return DeliveryError(f"the producer for {self.bootstrap} was closed")
         error = None
         if isinstance(exc, confluent_kafka.KafkaException) and exc.args:
             error = exc.args[0]
