@@ -530,7 +530,7 @@ class AlertWriter:
         self._pending: dict[int, str] = {}  # seq -> topic, alerts from write() not reported yet
         self._failed: list[tuple[str, Optional[str], KafkaException]] = []
         self._failed_count = 0
-        self._failing = False  # a failure was logged and no alert of this writer got through
+        self._streak = 0  # alerts failed in a row (the first is logged, the run summed up)
         self._closed = False
         pool.acquire(bootstrap, credential)
         try:
@@ -709,7 +709,14 @@ class AlertWriter:
             with self._lock:
                 topic = self._pending.pop(seq, None) or "?"
                 if error is None:
-                    self._failing = False
+                    if self._streak > 1:
+                        log.error(
+                            "%d alerts in a row to %s could not be delivered; delivering "
+                            "again (the next flush names them)",
+                            self._streak,
+                            ", ".join(self.topics) or topic,
+                        )
+                    self._streak = 0
                 else:
                     value = message.value() if message is not None else None
                     uid = _alert_uid(value)
@@ -717,8 +724,8 @@ class AlertWriter:
                     self._failed_count += 1
                     if len(self._failed) < _MAX_KEPT:
                         self._failed.append((topic, uid, exc))
-                    if not self._failing:
-                        self._failing = True
+                    self._streak += 1
+                    if self._streak == 1:
                         log.error("%s (reported again by the next flush)", exc)
                     else:
                         log.debug("%s", exc)

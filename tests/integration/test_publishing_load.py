@@ -68,7 +68,12 @@ class Reader:
     def _run(self) -> None:
         try:
             while not self.stop.is_set():
-                for msg in self.consumer.consume(500, 0.1):
+                # what is buffered, without waiting for a full batch; else wait for one
+                batch = self.consumer.consume(500, 0)
+                if not batch:
+                    msg = self.consumer.poll(0.1)
+                    batch = [msg] if msg is not None else []
+                for msg in batch:
                     if msg.error() is not None:
                         continue
                     uid = _uid(msg.value())
