@@ -397,11 +397,15 @@ class _Producer:
             if left:
                 producer.purge(in_queue=True, in_flight=True, blocking=False)
                 producer.flush(1.0)  # serve the purged alerts' reports
-            with self._poll_lock:
-                self.closed = True
-                stop = getattr(producer, "close", None)  # confluent-kafka >= 2.10
-                if stop is not None and not len(producer):
-                    stop()
+            self.closed = True
+            # not while a thread polls it; never blocking for good (a callback may close)
+            if self._poll_lock.acquire(timeout=1.0):
+                try:
+                    stop = getattr(producer, "close", None)  # confluent-kafka >= 2.10
+                    if stop is not None and not len(producer):
+                        stop()
+                finally:
+                    self._poll_lock.release()
         except (confluent_kafka.KafkaException, SystemError, RuntimeError) as exc:
             log.debug("closing a producer: %s", exc)
         self.closed = True
@@ -454,7 +458,7 @@ class ProducerPool:
         key = self.key(bootstrap, credential)
         with self._lock:
             current = self._current.get(key)
-            if current is not None and current.dead is None:
+            if current is not None and current.dead is None and not current.closed:
                 return current
             old = current
             current = _Producer(bootstrap, credential, self._timeout)
