@@ -59,6 +59,7 @@ class ScriptedProducer:
         self.list_topics_calls = 0
         self.closed = False
         self.hold = False  # True: poll() serves nothing (the broker is not answering)
+        self.held_topics: set[str] = set()  # topics whose reports poll() keeps back
         type(self).instances.append(self)
 
     def list_topics(self, topic: Optional[str] = None, timeout: float = -1) -> Any:
@@ -85,14 +86,15 @@ class ScriptedProducer:
         if self.hold:
             return 0
         with self.lock:
-            pending, self.pending = self.pending, []
+            pending = [p for p in self.pending if p[1].topic() not in self.held_topics]
+            self.pending = [p for p in self.pending if p[1].topic() in self.held_topics]
         for callback, message in pending:
             callback(type(self).outcome(message.topic(), message.value()), message)
         return len(pending)
 
     def flush(self, timeout: float = -1) -> int:
         self.poll()
-        return 0
+        return len(self.pending)  # what is still queued, as librdkafka's flush() says
 
     def purge(self, **kwargs: Any) -> None:
         with self.lock:
@@ -328,6 +330,23 @@ def test_transient_errors_are_logged_once_per_outage(c, scripted, caplog):
     # one line per outage and kind: connection + credential, then connection again
     assert len(warnings) == 3, [r.getMessage() for r in warnings]
     assert any("again" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+
+
+def test_flush_by_topic_waits_only_for_its_own_alerts(c, scripted):
+    """GraceDB flushes one topic while others keep publishing: that flush waits for the
+    alerts of its topic written before it, not for the whole producer queue."""
+    c.connect(["superevent", "busy"])
+    producer = scripted.instances[0]
+    producer.held_topics.add("g.busy")  # the busy topic's alerts are not acknowledged yet
+    for i in range(5):
+        c.publish_to_topic("busy", _alert(f"B{i}"))
+        c.publish_to_topic("superevent", _alert(f"S{i}"))
+    assert c.flush_by_topic("superevent") is None
+    assert len(producer) == 5  # the busy topic's alerts are still in flight
+    producer.held_topics.clear()
+    c.flush_by_topic("busy")
+    assert len(producer) == 0
+    c.disconnect()
 
 
 # -- threads ---------------------------------------------------------------------------------
