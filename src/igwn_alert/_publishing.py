@@ -189,6 +189,7 @@ class _Producer:
         self._poll_lock = threading.Lock()
         self._waiters = 0
         self._outage: set[str] = set()  # the kinds of error logged since the last delivery
+        self._reached = False  # the broker answered once (before that, errors are raised)
         self.errors_seen = 0
         self.last_error: Any = None
         self.closed = False
@@ -230,7 +231,11 @@ class _Producer:
         self.errors_seen += 1
         self.last_error = error
         kind = "credential" if error.code() in _CREDENTIAL else "connection"
-        if kind not in self._outage:
+        if not self._reached:
+            # the first topic check raises a clear error for it (refused credential,
+            # unreachable broker): no warning as well
+            log.debug("producer (not connected yet): %s", error.str())
+        elif kind not in self._outage:
             self._outage.add(kind)
             log.warning(
                 "producer: %s (%s); librdkafka keeps retrying, alerts wait up to %g s",
@@ -371,6 +376,7 @@ class _Producer:
                 failed=failed,
                 server=self.bootstrap,
             )
+            self._reached = True
             if getattr(md, "orig_broker_id", 0) >= 0 or time.monotonic() >= deadline:
                 break
         meta = md.topics.get(topic)

@@ -62,8 +62,13 @@ class ScriptedProducer:
         self.held_topics: set[str] = set()  # topics whose reports poll() keeps back
         type(self).instances.append(self)
 
+    refuse = False  # True: the broker refuses the credential (error_cb), nothing answers
+
     def list_topics(self, topic: Optional[str] = None, timeout: float = -1) -> Any:
         self.list_topics_calls += 1
+        if type(self).refuse:
+            self.error_cb(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error"))
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get metadata"))
         brokers = type(self).metadata_brokers
         broker = brokers.pop(0) if brokers else 1
         return SimpleNamespace(
@@ -116,6 +121,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedProducer]:
 
     monkeypatch.setattr(ScriptedProducer, "instances", [])
     monkeypatch.setattr(ScriptedProducer, "metadata_brokers", [])
+    monkeypatch.setattr(ScriptedProducer, "refuse", False)
     monkeypatch.setattr(ScriptedProducer, "outcome", staticmethod(lambda t, v: None))
     monkeypatch.setattr(_publishing.confluent_kafka, "Producer", ScriptedProducer)
     return ScriptedProducer
@@ -347,6 +353,19 @@ def test_flush_by_topic_waits_only_for_its_own_alerts(c, scripted):
     c.flush_by_topic("busy")
     assert len(producer) == 0
     c.disconnect()
+
+
+def test_refused_credential_at_first_is_one_clear_error_not_warnings(
+    c, scripted, monkeypatch, caplog
+):
+    from igwn_alert.exceptions import AuthenticationError
+
+    monkeypatch.setattr(scripted, "refuse", True)
+    with caplog.at_level(logging.DEBUG, logger="igwn_alert"):
+        with pytest.raises(AuthenticationError, match="refused the credential"):
+            c.publish("superevent", _alert("S1"))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert scripted.instances[0].produced == []  # nothing was sent
 
 
 # -- threads ---------------------------------------------------------------------------------
