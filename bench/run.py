@@ -65,6 +65,7 @@ FULL = {
     "first_trials": 10,
     "delay_trials": 3,
     "startup_runs": 15,
+    "first_publish_runs": 15,
     "memory_n": 1_000_000,
 }
 QUICK = {
@@ -80,6 +81,7 @@ QUICK = {
     "first_trials": 3,
     "delay_trials": 2,
     "startup_runs": 5,
+    "first_publish_runs": 15,
     "memory_n": 100_000,
 }
 
@@ -272,7 +274,7 @@ class Runner:
 
 
 def _brief(out: dict[str, Any]) -> str:
-    for key in ("rate_per_s", "p50_ms", "growth_mb"):
+    for key in ("rate_per_s", "p50_ms", "growth_mb", "first_publish_ms"):
         if key in out and isinstance(out[key], (int, float)):
             return f"{key}={out[key]:.4g}"
     return ""
@@ -362,6 +364,7 @@ def measure(
             f"one-{c}",
             f"stop-{c}",
             f"first-{c}",
+            f"firstpub-{c}",
         ]
     names += ["replay", "memory", "first-kip848"]
     topics.create(names)
@@ -481,6 +484,10 @@ def measure(
                 f"-V {v['cli_version']['median_ms']:.0f} ms"
             )
         res["startup"] = startup
+    if want("i"):
+        runs = size["first_publish_runs"]
+        log(f"(i) first publish() of a fresh process, {runs} processes per candidate")
+        res["first_publish"] = time_first_publish(runner, runs)
     if want("f") and delay_broker:
         res["first_alert_production_delay"] = measure_delay_broker(pythons, size)
     if want("h"):
@@ -494,6 +501,28 @@ def measure(
             for c in ("ours", "plain")
         }
     return res
+
+
+def time_first_publish(runner: Runner, runs: int) -> dict[str, Any]:
+    """(i) ``publish()`` once in each of ``runs`` fresh processes per candidate, interleaved
+    run by run (so that a busy spell hits every candidate alike): median and worst."""
+    samples: dict[str, list[float]] = {c: [] for c in CANDIDATES}
+    for _ in range(runs):
+        for c in CANDIDATES:
+            out = runner.run(c, "first_publish", topic=f"firstpub-{c}")
+            value = out.get("first_publish_ms")
+            if isinstance(value, (int, float)):
+                samples[c].append(value)
+    return {
+        c: {
+            "runs": len(v),
+            "median_ms": statistics.median(v) if v else None,
+            "max_ms": max(v) if v else None,
+            "min_ms": min(v) if v else None,
+            "samples_ms": v,
+        }
+        for c, v in samples.items()
+    }
 
 
 def measure_delay_broker(pythons: dict[str, str], size: dict[str, Any]) -> dict[str, Any]:
@@ -755,6 +784,30 @@ def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             None,
             "lower",
         )
+    if "first_publish" in res:
+        fp = res["first_publish"]
+        o, r, p = (g(fp, c, "median_ms") for c in CANDIDATES)
+        row(
+            "(i) first publish() of a fresh process, median",
+            "ms",
+            o,
+            r,
+            p,
+            "lower",
+            "<= reference",
+            None if o is None or r is None else o <= r,
+        )
+        o, r, p = (g(fp, c, "max_ms") for c in CANDIDATES)
+        row(
+            f"(i) first publish() of a fresh process, worst of {g(fp, 'ours', 'runs') or 0:.0f}",
+            "ms",
+            o,
+            r,
+            p,
+            "lower",
+            "<= reference",
+            None if o is None or r is None else o <= r,
+        )
     if "startup" in res:
         st_r = res["startup"]
         o, r, p = (g(st_r, c, "import", "median_ms") for c in CANDIDATES)
@@ -944,7 +997,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument(
         "--bootstrap", help="host:port of a plaintext listener (default: scripts/kafka up)"
     )
-    ap.add_argument("--only", help="comma-separated subset of a,b,c,d,e,f,g,h")
+    ap.add_argument("--only", help="comma-separated subset of a,b,c,d,e,f,g,h,i")
     ap.add_argument(
         "--no-delay-broker",
         action="store_true",

@@ -556,6 +556,26 @@ def sc_publish_oneshot(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def sc_first_publish(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """(i) the first ``publish()`` of a fresh process (``bench/run.py`` starts one per run).
+
+    The client is made first (not timed); the time is that of the one ``publish()`` call, as
+    ``igwn-alert send`` or a short script pays it. ``plain`` is a new idempotent
+    confluent-kafka producer's first send + flush.
+    """
+    topic, text = p["topic"], p["alert"]
+    if cand.name == "plain":
+        t = now()
+        pub = PlainProducer(p["bootstrap"], **{"linger.ms": 0})
+        pub.send(cand.full(topic), text)
+        pub.flush()
+        return {"first_publish_ms": (now() - t) * 1000.0}
+    c = cand.make()
+    t = now()
+    c.publish(topic, text)
+    return {"first_publish_ms": (now() - t) * 1000.0}
+
+
 def sc_stop(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
     """(e) an idle listener: ``stop()`` until ``listen()`` returns."""
     topic, trials = p["topic"], p["trials"]
@@ -693,6 +713,7 @@ SCENARIOS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     "listen_replay": sc_listen_replay,
     "publish_throughput": sc_publish_throughput,
     "publish_oneshot": sc_publish_oneshot,
+    "first_publish": sc_first_publish,
     "stop": sc_stop,
     "first_alert": sc_first_alert,
     "memory": sc_memory,

@@ -10,6 +10,7 @@ The real client and the in-memory client of :mod:`igwn_alert.testing` share it.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from typing import Any, Optional
 
@@ -20,6 +21,8 @@ __all__ = ["WriterMap"]
 log = logging.getLogger(__name__)
 
 _NO_SESSIONS = "No active sessions. Please connect before publishing to a topic."
+
+_INIT_LOCK = threading.Lock()
 
 
 class WriterMap:
@@ -38,18 +41,44 @@ class WriterMap:
         """Open a writer for one short topic name (implemented by the client)."""
         raise NotImplementedError
 
+    def _writers_lock(self) -> threading.RLock:
+        """The lock that guards :attr:`sessions` and the kept ``publish()`` writers."""
+        lock = self.__dict__.get("_writer_map_lock")
+        if lock is None:
+            with _INIT_LOCK:
+                lock = self.__dict__.setdefault("_writer_map_lock", threading.RLock())
+        return lock  # type: ignore[no-any-return]
+
     def connect(self, topics: TopicSpec) -> None:
         """Open one writer per topic into :attr:`sessions`.
+
+        Connecting to a topic that is already connected replaces its writer: the old one is
+        flushed and closed.
 
         Parameters
         ----------
         topics : str or list of str
             Short topic names (you need write access to each).
+
+        Raises
+        ------
+        ValueError
+            If no topic is named, or a name breaks Kafka's topic-name rules.
+        igwn_alert.exceptions.DeliveryError
+            If a replaced writer's alerts could not be delivered (the new writer is in
+            place all the same).
         """
-        names = normalize_topics(topics)
+        names = normalize_topics(topics, required=True)
+        replaced = []
         for name in names:
-            self.sessions[name] = self._open_writer(name)
+            writer = self._open_writer(name)
+            with self._writers_lock():
+                old = self.sessions.get(name)
+                self.sessions[name] = writer
+            if old is not None and old is not writer:
+                replaced.append(old)
         log.info("Connected to topics: %s", names)
+        _close_all(replaced)
 
     def _session(self, topic: str) -> Any:
         if not self.sessions:
@@ -65,9 +94,12 @@ class WriterMap:
         """Return the writer ``publish()`` keeps for a topic, opening it the first time."""
         writer = self._publishers.get(topic)
         if writer is None:
-            # entered like the reference's `with self.open(url, "w") as s: s.write(msg)`
-            writer = self._open_writer(topic).__enter__()
-            self._publishers[topic] = writer
+            with self._writers_lock():  # one writer, even if threads publish at once
+                writer = self._publishers.get(topic)
+                if writer is None:
+                    # entered like the reference's `with self.open(url, "w") as s: s.write(msg)`
+                    writer = self._open_writer(topic).__enter__()
+                    self._publishers[topic] = writer
         return writer
 
     def publish_to_topic(self, topic: str, msg: Any) -> None:
@@ -84,6 +116,8 @@ class WriterMap:
         ------
         RuntimeError
             If nothing, or not that topic, is connected.
+        igwn_alert.exceptions.DeliveryError
+            Only if this alert cannot be queued (too large, say); never for an earlier one.
         """
         self._session(topic).write(msg)
         log.debug("Published an alert to topic %s", topic)
@@ -101,7 +135,8 @@ class WriterMap:
         RuntimeError
             If nothing, or not that topic, is connected.
         igwn_alert.exceptions.DeliveryError
-            If alerts could not be delivered within the delivery timeout.
+            Once for the alerts published on that topic since the previous flush that were
+            not delivered: how many, which (their ``uid``) and why.
         """
         self._session(topic).flush()
         log.debug("Flushed topic %s", topic)
@@ -120,25 +155,31 @@ class WriterMap:
         Exception
             The first error met while closing (every writer is closed first).
         """
-        if not topics:
-            names = list(self.sessions)
-        else:
-            names = []
-            for name in normalize_topics(topics):
-                if name in self.sessions:
-                    names.append(name)
-                else:
-                    warnings.warn(f"Not currently connected to topic {name}", stacklevel=2)
-        writers = [self.sessions.pop(name) for name in names]
-        if not topics:
-            writers.extend(self._publishers.values())
-            self._publishers.clear()
-        failure: Optional[BaseException] = None
-        for writer in writers:
-            try:
-                writer.close()
-            except Exception as exc:  # noqa: BLE001 - close the rest, then report
-                failure = failure or exc
+        with self._writers_lock():
+            if not topics:
+                names = list(self.sessions)
+            else:
+                names = []
+                for name in normalize_topics(topics):
+                    if name in self.sessions:
+                        names.append(name)
+                    else:
+                        warnings.warn(f"Not currently connected to topic {name}", stacklevel=2)
+            writers = [self.sessions.pop(name) for name in names]
+            if not topics:
+                writers.extend(self._publishers.values())
+                self._publishers.clear()
         log.info("Disconnected from topics %s", names)
-        if failure is not None:
-            raise failure
+        _close_all(writers)
+
+
+def _close_all(writers: list[Any]) -> None:
+    """Close every writer, then raise the first error met (if any)."""
+    failure: Optional[BaseException] = None
+    for writer in writers:
+        try:
+            writer.close()
+        except Exception as exc:  # noqa: BLE001 - close the rest, then report
+            failure = failure or exc
+    if failure is not None:
+        raise failure

@@ -15,10 +15,12 @@ from urllib.parse import urlparse, urlsplit
 
 __all__ = [
     "DEFAULT_PORT",
+    "MAX_TOPIC_NAME_LENGTH",
     "ServerAddress",
     "TopicSpec",
     "base_url",
     "bootstrap_address",
+    "check_topic_name",
     "full_name",
     "group_topics",
     "normalize_topics",
@@ -33,6 +35,64 @@ __all__ = [
 
 #: A topic argument: one short name, or any iterable of short names.
 TopicSpec = Union[str, Iterable[str]]
+
+#: Kafka's limit on the length of a topic name (``<group>.<topic>`` in all).
+MAX_TOPIC_NAME_LENGTH = 249
+
+_BAD_TOPIC_CHAR = re.compile(r"[^a-zA-Z0-9._-]")
+
+
+def check_topic_name(name: str, group: Optional[str] = None) -> str:
+    """Check a topic name against Kafka's rules; return it unchanged.
+
+    A Kafka topic name is made of ASCII letters, digits, ``.``, ``_`` and ``-``, and is at
+    most 249 characters long. A character outside that set (``#``, ``?``, ``,``, ``/``, a
+    space, ...) would be cut off or change the meaning of the ``kafka://`` URL the name
+    goes into, so it is refused instead.
+
+    Parameters
+    ----------
+    name : str
+        The short topic name (``superevent``), or a full one if ``group`` is None.
+    group : str, optional
+        The GraceDB group: the full name ``<group>.<name>`` is checked too (its length).
+
+    Returns
+    -------
+    str
+        ``name``.
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a str.
+    ValueError
+        If ``name`` is empty, contains a character Kafka does not allow, or the full name is
+        longer than 249 characters.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"topic names must be str, not {type(name).__name__}: {name!r}")
+    if not name:
+        raise ValueError("a topic name must not be empty")
+    bad = _BAD_TOPIC_CHAR.search(name)
+    if bad is not None:
+        raise ValueError(
+            f"invalid topic name {name!r}: {bad.group()!r} is not allowed (Kafka topic names "
+            "use only ASCII letters, digits, '.', '_' and '-')"
+        )
+    full = name if group is None else full_name(group, name)
+    if group is not None:
+        bad = _BAD_TOPIC_CHAR.search(group)
+        if bad is not None:
+            raise ValueError(
+                f"invalid group {group!r}: {bad.group()!r} is not allowed in a topic name"
+            )
+    if len(full) > MAX_TOPIC_NAME_LENGTH:
+        raise ValueError(
+            f"topic name {full[:40]!r}... is {len(full)} characters long; Kafka allows at most "
+            f"{MAX_TOPIC_NAME_LENGTH}"
+        )
+    return name
 
 
 class _DefaultPort(int):
@@ -339,11 +399,19 @@ def topic_url(base: str, topics: TopicSpec) -> str:
     -------
     str
         For example ``kafka://test.server:1234/test.topic1,test.topic2``.
+
+    Raises
+    ------
+    ValueError
+        If no topic is named, or a name breaks Kafka's rules (see :func:`check_topic_name`).
     """
     parsed = urlparse(base)
     group = parsed.path.rsplit("/", 1)[-1]
     prefix = parsed.path[: len(parsed.path) - len(group)]
-    names = ",".join(full_name(group, t) for t in normalize_topics(topics))
+    names = ",".join(
+        full_name(group, check_topic_name(t, group))
+        for t in normalize_topics(topics, required=True)
+    )
     return f"{parsed.scheme}://{parsed.netloc}{prefix}{names}"
 
 
@@ -387,32 +455,48 @@ def group_topics(all_topics: Iterable[str], group: str) -> list[str]:
     return [t[len(prefix) :] for t in all_topics if t.startswith(prefix) and len(t) > len(prefix)]
 
 
-def normalize_topics(topics: TopicSpec | Mapping[str, object] | None) -> list[str]:
-    """Return a topic argument as a list of short names.
+def normalize_topics(
+    topics: TopicSpec | Mapping[str, object] | None, *, required: bool = False
+) -> list[str]:
+    """Return a topic argument as a list of short names, each checked (see
+    :func:`check_topic_name`).
 
     Parameters
     ----------
     topics : str, iterable of str, or None
         One name, or any iterable of names (list, tuple, set, dict keys, ...).
+    required : bool, optional
+        True where at least one topic must be named (publishing, ``connect()``): None, an
+        empty collection or an empty name is then a ValueError. Otherwise (``listen()``,
+        where they mean every topic) None gives an empty list and empty names are passed
+        on as they are.
 
     Returns
     -------
     list of str
-        The names, in iteration order, without duplicates. Empty for None.
+        The names, in iteration order, without duplicates.
 
     Raises
     ------
     TypeError
         If an element is not a str.
+    ValueError
+        If a name breaks Kafka's rules, or, with ``required``, no topic is named.
     """
     if topics is None:
-        return []
-    if isinstance(topics, str):
-        return [topics]
-    names: list[str] = []
-    for topic in topics:
-        if not isinstance(topic, str):
-            raise TypeError(f"topic names must be str, not {type(topic).__name__}: {topic!r}")
-        if topic not in names:
-            names.append(topic)
+        names: list[str] = []
+    elif isinstance(topics, str):
+        names = [topics]
+    else:
+        names = []
+        for topic in topics:
+            if not isinstance(topic, str):
+                raise TypeError(f"topic names must be str, not {type(topic).__name__}: {topic!r}")
+            if topic not in names:
+                names.append(topic)
+    for name in names:
+        if name or required:
+            check_topic_name(name)
+    if required and not names:
+        raise ValueError(f"no topic given ({topics!r}): name at least one topic")
     return names

@@ -17,9 +17,11 @@ from typing import Any
 from adc.errors import KafkaException
 
 __all__ = [
+    "AlertTooLargeError",
     "AuthenticationError",
     "AuthorizationError",
     "BrokerUnreachableError",
+    "DeliveryAuthorizationError",
     "DeliveryError",
     "FakeFatalKafkaException",
     "FakeNonFatalKafkaException",
@@ -104,7 +106,30 @@ class BrokerUnreachableError(_ClientKafkaException):
 
 
 class DeliveryError(_ClientKafkaException):
-    """An alert could not be delivered to the broker within the time allowed."""
+    """An alert could not be delivered to the broker; the message says which and why.
+
+    Every way an alert can fail once it has been handed to the client raises this class or
+    one of its subclasses: a time-out, a broker that refused it, a producer that failed.
+    ``publish()`` raises it only for its own alert; ``flush_by_topic()`` for the alerts of
+    that topic written since the previous flush (how many, and their ``uid``).
+    """
+
+
+class AlertTooLargeError(DeliveryError):
+    """The encoded alert is larger than a single Kafka message may be.
+
+    The limit is the client's (librdkafka's ``message.max.bytes``, 1,000,000 bytes) or the
+    topic's on the broker (``max.message.bytes``); the message says which. The alert was
+    not sent; alerts after it are not affected.
+    """
+
+
+class DeliveryAuthorizationError(AuthorizationError, DeliveryError):
+    """The broker refused an alert because the credential may not write to its topic.
+
+    Both an :class:`AuthorizationError` (a missing WRITE ACL: retrying cannot help) and a
+    :class:`DeliveryError` (that alert was not delivered).
+    """
 
 
 #: A fatal :class:`adc.errors.KafkaException` (``.fatal`` is True), for tests.

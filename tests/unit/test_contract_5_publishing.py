@@ -226,25 +226,32 @@ def test_5_5_publish_reuses_one_producer_and_one_topic_check(c, fake_producer):
 
 
 def test_5_5_publish_returns_once_delivered(c, fake_producer, monkeypatch):
+    """publish() waits for its own delivery report, however late librdkafka serves it."""
     from igwn_alert import _publishing as publishing
 
-    class FlushOnlyProducer(fake_producer):
-        def poll(self, timeout=0):
-            return 0  # deliver nothing until flush()
+    class LateProducer(fake_producer):
+        polls = 0
 
-    monkeypatch.setattr(publishing.confluent_kafka, "Producer", FlushOnlyProducer)
+        def poll(self, timeout=0):
+            type(self).polls += 1
+            if type(self).polls < 5:  # nothing served for the first polls
+                return 0
+            return self._deliver()
+
+    monkeypatch.setattr(publishing.confluent_kafka, "Producer", LateProducer)
     delivered = []
-    original = FlushOnlyProducer._deliver
+    original = LateProducer._deliver
 
     def recording_deliver(self):
         delivered.append(len(self._pending))
         return original(self)
 
-    monkeypatch.setattr(FlushOnlyProducer, "_deliver", recording_deliver)
+    monkeypatch.setattr(LateProducer, "_deliver", recording_deliver)
     c.publish("topic1", "x")
-    producer = FlushOnlyProducer.instances[-1]
+    producer = LateProducer.instances[-1]
     assert producer.produced and len(producer) == 0
     assert 1 in delivered
+    assert LateProducer.polls >= 5
 
 
 # -- encoding: the bytes on the wire are hop's ----------------------------------------------
