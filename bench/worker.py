@@ -198,29 +198,8 @@ class ClientCandidate:
             "server": f"kafka://{host}/",
             "port": int(port),
         }
-        if name == "ours" and p.get("group_protocol"):
-            self._patch_group_protocol(p["group_protocol"])
-
-    @staticmethod
-    def _patch_group_protocol(protocol: str) -> None:
-        """What-if: our reader with ``group.protocol=consumer`` (KIP-848)."""
-        from igwn_alert import _reading as reading
-
-        original = reading.base_config
-
-        def patched(bootstrap: str, credential: Any, extra: Any = None) -> dict[str, Any]:
-            config = original(bootstrap, credential, extra)
-            if "group.id" in config:
-                config["group.protocol"] = protocol
-                for key in (
-                    "session.timeout.ms",
-                    "heartbeat.interval.ms",
-                    "partition.assignment.strategy",
-                ):
-                    config.pop(key, None)
-            return config
-
-        reading.base_config = patched
+        if name == "ours" and p.get("group_protocol"):  # what-if: KIP-848, through config=
+            self.kw["config"] = {"group.protocol": p["group_protocol"]}
 
     def make(self, consumer_group: Optional[str] = None) -> Any:
         return self.mod.client(consumer_group=consumer_group, **self.kw)

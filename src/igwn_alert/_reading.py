@@ -209,6 +209,14 @@ class AlertReader:
         settings["group.id"] = group_id or private_group or "igwn-alert-private"
         settings["error_cb"] = self._on_error
         settings.update(self._extra)
+        if str(settings.get("group.protocol", "classic")).lower() == "consumer":
+            # KIP-848: the broker owns the session and the assignment; librdkafka refuses
+            # the classic protocol's settings
+            for key in ("session.timeout.ms", "heartbeat.interval.ms"):
+                if key not in self._extra:
+                    settings.pop(key, None)
+            if "partition.assignment.strategy" not in self._extra:
+                settings.pop("partition.assignment.strategy", None)
         self._kafka = confluent_kafka.Consumer(base_config(bootstrap, credential, settings))
         self._consumer = AdcStyleConsumer(self, self._kafka)
 
