@@ -124,3 +124,25 @@ def test_gwcelery_2_4_subclass_with_its_own_loop(kafka_broker, make_topic):
         thread.join(2)
         assert not thread.is_alive(), "stream._consumer.stop() did not end its loop"
         assert time.monotonic() - start < 1.0
+
+
+def test_hop_stream_settings_and_consumer_api_through_open(kafka_broker, make_topic):
+    from hop.io import StartPosition
+
+    topic = make_topic()
+    for n in range(3):
+        _publish(kafka_broker.plaintext, topic.full, n)
+    c = plain_client(kafka_broker.plaintext, topic.group)
+    c.start_at = StartPosition.EARLIEST  # hop's Stream settings, as hop users set them
+    c.until_eos = True
+    url = c._construct_topic_url(topic.short)
+    start = time.monotonic()
+    with c.open(url, "r") as s:
+        payloads = [p.content for p in s.read()]  # replays, then ends at the end
+    assert payloads == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert time.monotonic() - start < 15
+    with c.open(url, "r") as s:
+        raw = list(s.read_raw())
+        assert [json.loads(m.value()) for m in raw] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert not any(s.is_test(m) for m in raw)
+        assert topic.full in s.list_topics(timeout=10)
