@@ -23,6 +23,7 @@ drive it, and the in-memory transport of :mod:`igwn_alert.testing` runs it uncha
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import warnings
@@ -210,6 +211,7 @@ class _Run:
         self.positioned = False  # some stream of this run was positioned
         self.handled = 0
         self.stats: ListenerStats = getattr(client, "_listener_stats", None) or ListenerStats()
+        self.with_metadata = _takes_metadata(callback)
 
     def deliver(self, payload: Any, md: Any) -> None:
         """Call the callback for one alert until it is done (raises if it is not)."""
@@ -225,7 +227,10 @@ class _Run:
             stamp = md.timestamp if type(md.timestamp) is int else 0  # stand-in metadata
             started = self.stats.alert_started(topic, md.partition, stamp)
             try:
-                self.callback(topic=topic, payload=payload)
+                if self.with_metadata:
+                    self.callback(topic=topic, payload=payload, metadata=md)
+                else:
+                    self.callback(topic=topic, payload=payload)
                 self.stats.alert_done(topic, started)
                 self.fatal_in_a_row = 0
                 return
@@ -259,6 +264,20 @@ class _Run:
                 self.stats.error("callback")
                 alert = Alert(topic, full, md.partition, md.offset, md.timestamp, payload, attempts)
                 return _dispose(self.policy, alert, exc)
+
+
+def _takes_metadata(callback: Optional[Callback]) -> bool:
+    """Whether a callback has a parameter named ``metadata`` (it then gets hop's Metadata)."""
+    if callback is None:
+        return False
+    try:
+        parameter = inspect.signature(callback).parameters.get("metadata")
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
 
 
 class _Stopped(Exception):  # noqa: N818 - internal signal

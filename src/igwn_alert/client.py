@@ -355,7 +355,9 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         ----------
         callback : callable, optional
             Called by keyword with the short topic name and the payload (a str as GraceDB
-            sends it, a dict, ...). None prints each alert instead.
+            sends it, a dict, ...): ``callback(topic=..., payload=...)``. A callback with a
+            parameter named ``metadata`` also gets the alert's :class:`hop.io.Metadata`
+            (topic, partition, offset, timestamp). None prints each alert instead.
         topic : str or iterable of str, optional
             Short topic names; None (or, with a warning, an empty collection) means every
             topic of the group.

@@ -212,3 +212,15 @@ def test_second_concurrent_listen_raises(transport):
     c.stop()
     t.join(5)
     assert not t.is_alive()
+
+
+def test_a_callback_with_a_metadata_parameter_gets_it(transport):
+    got: list[Any] = []
+
+    def with_metadata(topic: str, payload: Any, metadata: Any = None) -> None:
+        got.append((topic, payload, metadata.topic, metadata.partition, metadata.offset))
+
+    c = transport.client()
+    assert transport.listen(c, with_metadata, ["x"], max_messages=1) is None
+    assert got == [("t", "x", f"{transport.group}.t", 0, got[0][4])]
+    assert isinstance(got[0][4], int)
