@@ -355,6 +355,10 @@ def listen(
                 run.stats.error(_kind(exc))
                 run.stats.set_state("reconnecting")
                 if not _recover(run, exc):
+                    if stop.is_set():
+                        return  # stopped while recovering: not an error
+                    if isinstance(exc, _Failed):
+                        raise exc.exc from None
                     raise
                 run.stats.reconnect()
             finally:

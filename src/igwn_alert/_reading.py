@@ -56,6 +56,8 @@ _BATCH_BUDGET = 0.5  # seconds of callbacks per batch before batches shrink
 _METADATA_TIMEOUT = 10.0
 _LOOKUP_TIMEOUT = 10.0
 _REPORT_EVERY = 1.0  # seconds between two lag reports to the listener's stats
+#: how long close() waits for librdkafka after stop() before finishing in the background
+_CLOSE_AFTER_STOP = 0.3
 
 
 def _metadata_fast(message: Any, headers: Any) -> Metadata:
@@ -185,6 +187,7 @@ class AlertReader:
         self._private = group_id is None
         self._credential = credential
         self._stop = threading.Event()
+        self._stopping = threading.Event()  # stop() was called (not only close())
         self._ready = threading.Event()
         self._on_ready: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -755,7 +758,14 @@ class AlertReader:
         return {t: d for t, d in md.topics.items() if d.error is None}
 
     def stop(self) -> None:
-        """Make :meth:`read` return (thread-safe; takes effect within 0.02 s)."""
+        """Make :meth:`read` return (thread-safe; takes effect within 0.02 s).
+
+        After a stop, :meth:`close` returns within :data:`_CLOSE_AFTER_STOP` even when
+        librdkafka takes longer to leave the consumer group (during a re-balance, or with
+        the broker down): the close, and its final commit, then finish in a thread of
+        their own that the interpreter waits for at exit.
+        """
+        self._stopping.set()
         self._stop.set()
 
     def close(self) -> None:
@@ -767,11 +777,26 @@ class AlertReader:
             self._closed = True
         if self._watcher is not None:
             self._watcher.stop()
+        # not a daemon: a process that exits right after listen() returned still commits
+        closing = threading.Thread(target=self._close_consumer, name="igwn-alert-close")
+        closing.start()
+        deadline: Optional[float] = None
+        while closing.is_alive():
+            closing.join(0.05)
+            if self._stopping.is_set():
+                deadline = deadline or time.monotonic() + _CLOSE_AFTER_STOP
+                if time.monotonic() >= deadline and closing.is_alive():
+                    log.info(
+                        "the consumer is still leaving its group; finishing that in the background"
+                    )
+                    return
+
+    def _close_consumer(self) -> None:
         try:
             self._kafka.close()
         except RuntimeError:  # already closed
             pass
-        except confluent_kafka.KafkaException as exc:
+        except Exception as exc:  # noqa: BLE001 - the reader is closed either way
             log.warning("closing the consumer: %s", exc)
 
     def __enter__(self) -> AlertReader:

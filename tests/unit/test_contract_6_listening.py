@@ -711,3 +711,48 @@ def test_transient_credential_error_while_listening_is_logged_and_retried(
     assert "error" not in outcome, outcome
     assert got.calls == [("topic1", {"n": 1})]
     assert any("retrying" in r.getMessage() for r in caplog.records)
+
+
+def test_stop_is_prompt_while_librdkafka_takes_long_to_leave_the_group(fake_consumer):
+    # librdkafka's close() can take seconds during a re-balance (found by the fault soak)
+    released = threading.Event()
+
+    def slow_close(self):
+        released.wait(5)
+        self.closed = True
+
+    c = client(noauth=True, group="test", consumer_group="cg")
+    with mock.patch.object(fake_consumer, "close", slow_close):
+        thread, outcome = run_in_thread(c.listen, Recorder(), "topic1")
+        assert c.listening.wait(5)
+        start = time.monotonic()
+        c.stop()
+        thread.join(2)
+        took = time.monotonic() - start
+        consumer = fake_consumer.instances[0]
+        assert not consumer.closed  # still closing, in the background
+        released.set()
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    assert took < 0.5, took
+    deadline = time.monotonic() + 2
+    while not consumer.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert consumer.closed  # and the close (with its final commit) did finish
+
+
+def test_stop_during_the_reopen_after_a_callback_fatal_error_returns_quietly(fake_consumer, fakes):
+    # found by the fault soak: the private _Failed signal escaped listen()
+    c = client(noauth=True, group="test", consumer_group="cg", retry_on_fatal=True, retry_wait=5)
+    fake_consumer.queue = [fakes.wire_message("test.topic1", {"n": 1})]
+
+    def fatal(topic, payload):
+        raise FakeFatalKafkaException
+
+    thread, outcome = run_in_thread(c.listen, fatal, "topic1")
+    time.sleep(0.5)  # the callback failed; listen() waits retry_wait before reopening
+    start = time.monotonic()
+    c.stop()
+    thread.join(2)
+    assert not thread.is_alive()
+    assert time.monotonic() - start < 0.5
+    assert "error" not in outcome, outcome
