@@ -71,7 +71,7 @@ class Options:
     budget: float = 300.0
     seed: Optional[int] = None
     schedules: Optional[int] = None
-    events: int = 10
+    events: int = 12
     partitions: int = 4
     members: int = 3
     min_members: int = 2
@@ -103,13 +103,18 @@ class ScheduleResult:
 
 
 def make_schedule(seed: int, events: int) -> list[Event]:
-    """The fault sequence of a seed (what ``--seed`` replays)."""
+    """The fault sequence of a seed (what ``--seed`` replays).
+
+    Every kind of fault comes once, in a random order (the first ``events`` of them if
+    fewer are asked for), then random draws by :data:`WEIGHTS` fill up to ``events``.
+    """
     rng = random.Random(seed)
     kinds = list(WEIGHTS)
     weights = [WEIGHTS[k] for k in kinds]
+    first = rng.sample(kinds, len(kinds))
     out = []
-    for _ in range(events):
-        kind = rng.choices(kinds, weights)[0]
+    for n in range(events):
+        kind = first[n] if n < len(first) else rng.choices(kinds, weights)[0]
         size = rng.randint(200, 800) if kind == "burst" else rng.randint(1, 4)
         out.append(Event(round(rng.uniform(1.0, 4.0), 2), kind, size))
     return out
@@ -265,6 +270,8 @@ def report_schedule(res: ScheduleResult, ledger: Ledger, wall0: float) -> None:
             f"  LOST {s.uid} partition={s.partition} offset={s.offset} during={s.step} "
             f"fault={s.fault or '-'} raised-on={raised}"
         )
+        for line in ledger.log_lines_near(s.uid)[:4]:
+            print(f"       {line}")
     if t.lost > 10:
         print(f"  ... and {t.lost - 10} more lost")
     print_incidents(res.incidents, wall0)
@@ -323,9 +330,7 @@ def print_summary(results: list[ScheduleResult], seconds: float) -> None:
 
 def failed(results: list[ScheduleResult]) -> bool:
     """Any loss, or a listener that did not stop after SIGTERM."""
-    return any(
-        r.tally.lost or any(i.what.startswith("HANG") for i in r.incidents) for r in results
-    )
+    return any(r.tally.lost or any(i.what.startswith("HANG") for i in r.incidents) for r in results)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -333,7 +338,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=d.budget, help="seconds in all (300)")
     p.add_argument("--seed", type=int, default=None, help="first schedule's seed (random)")
     p.add_argument("--schedules", type=int, default=None, help="at most this many schedules")
-    p.add_argument("--events", type=int, default=d.events, help="faults per schedule (10)")
+    p.add_argument("--events", type=int, default=d.events, help="faults per schedule (12)")
     p.add_argument("--partitions", type=int, default=d.partitions)
     p.add_argument("--members", type=int, default=d.members, help="listeners at start (3)")
     p.add_argument("--rate", type=float, default=d.rate, help="steady alerts per second (20)")

@@ -520,6 +520,8 @@ class Ledger:
         self.workdir = workdir
         self.deliveries: Counter[str] = Counter()
         self.raised: dict[str, list[str]] = defaultdict(list)
+        #: uid -> (log file of the incarnation, time) of each raise
+        self.raised_where: dict[str, list[tuple[Path, float]]] = defaultdict(list)
         self.by_uid: dict[str, list[Delivery]] = defaultdict(list)
         #: partition -> (slot, time seen) of the last delivery from it
         self.owner: dict[int, tuple[str, float]] = {}
@@ -558,9 +560,31 @@ class Ledger:
                             self.owner[d.partition] = (slot, now)
                             if d.offset + 1 > self.delivered_end.get(d.partition, 0):
                                 self.delivered_end[d.partition] = d.offset + 1
-                    elif parts[0] == "R" and len(parts) == 4:
+                    elif parts[0] == "R" and len(parts) >= 4:
                         self.raised[parts[1]].append(parts[2])
+                        when = float(parts[4]) if len(parts) > 4 else 0.0
+                        self.raised_where[parts[1]].append((path.with_suffix(".log"), when))
         return new
+
+    def log_lines_near(self, uid: str, before: float = 0.5, after: float = 3.0) -> list[str]:
+        """The listener's log lines (warnings and worse) around each raise on ``uid``."""
+        out = []
+        for path, when in self.raised_where.get(uid, ()):
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                if not any(w in line for w in (" WARNING ", " ERROR ", " CRITICAL ")):
+                    continue
+                try:
+                    t = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+                    t += int(line[20:23]) / 1000
+                except ValueError:
+                    continue
+                if when - before <= t <= when + after:
+                    out.append(f"{path.name}: {line}")
+        return out
 
     def delivered(self, uid: str) -> bool:
         return self.deliveries.get(uid, 0) > 0
@@ -586,9 +610,7 @@ class Tally:
     lost_alerts: list[Sent] = field(default_factory=list)
 
 
-def tally(
-    label: str, sent: Iterable[Sent], ledger: Ledger, skip_policy: bool = False
-) -> Tally:
+def tally(label: str, sent: Iterable[Sent], ledger: Ledger, skip_policy: bool = False) -> Tally:
     """Count sent / delivered / lost / duplicated for ``sent``.
 
     Parameters
@@ -744,7 +766,9 @@ def group_of(
 ) -> Iterator[dict[str, ListenerProc]]:
     """Listener slots of one consumer group; every process is SIGKILLed on the way out."""
     procs = {
-        s: ListenerProc(s, workdir, bootstrap, group, topic, consumer_group, incidents, stop_timeout)
+        s: ListenerProc(
+            s, workdir, bootstrap, group, topic, consumer_group, incidents, stop_timeout
+        )
         for s in slots
     }
     try:

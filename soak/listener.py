@@ -10,7 +10,7 @@ callback returned is on disk even if the process is SIGKILLed right after. A lin
 its newline (a kill in the middle of the write) does not count.
 
 An alert whose payload says ``"fault": KIND`` makes the callback raise, once per process
-and alert, before recording it (an ``R <uid> <kind> <pid>`` line first):
+and alert, before recording it (an ``R <uid> <kind> <pid> <time>`` line first):
 
 * ``fatal``: :data:`igwn_alert.exceptions.FakeFatalKafkaException` (the client runs with
   ``retry_on_fatal=True``: it reopens the stream and the alert must come back);
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if fault and uid not in raised:
             raised.add(uid)
-            records.line("R", uid, fault, pid)
+            records.line("R", uid, fault, pid, f"{time.time():.3f}")
             if fault == "fatal":
                 raise FakeFatalKafkaException
             if fault == "nonfatal":
