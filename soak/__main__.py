@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
@@ -19,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         scaleout.add_arguments(sub.add_parser("scaleout", help="scale-out run (issue 13)"))
     args = p.parse_args(argv)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so that every process started is stopped on the way out
+
+    signal.signal(signal.SIGTERM, interrupt)
     if args.command == "faults":
         return 1 if faults.failed(faults.run(faults.options_from(args))) else 0
     return 1 if scaleout.failed(scaleout.run(scaleout.options_from(args))) else 0

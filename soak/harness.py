@@ -169,6 +169,12 @@ class Incident:
         return head
 
 
+def _set_parent_death_signal() -> None:  # runs in the child, before exec
+    from _kafka_broker.broker import _set_parent_death_signal as set_it
+
+    set_it()
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -260,6 +266,7 @@ class ListenerProc:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,
+                preexec_fn=_set_parent_death_signal,  # never outlive the harness
             )
         self.expected_exit = False
         self.started_at = time.monotonic()
@@ -678,17 +685,11 @@ class LagSampler(threading.Thread):
         interval: float = 0.5,
     ) -> None:
         super().__init__(name="soak-lag", daemon=True)
-        from confluent_kafka import Consumer
-
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": consumer_group,
-                "enable.auto.commit": False,
-                "logger": _quiet,
-                "socket.timeout.ms": 3000,
-            }
-        )
+        self.bootstrap = bootstrap
+        self.consumer_group = consumer_group
+        self.consumer = self._new_consumer()
+        self.last_error = ""
+        self._failed_in_row = 0
         self.topic = topic
         self.partitions = partitions
         self.ledger = ledger
@@ -697,6 +698,19 @@ class LagSampler(threading.Thread):
         self.failures = 0
         self._halt = threading.Event()
         self._lock = threading.Lock()
+
+    def _new_consumer(self) -> Any:
+        from confluent_kafka import Consumer
+
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.consumer_group,
+                "enable.auto.commit": False,
+                "logger": _quiet,
+                "socket.timeout.ms": 3000,
+            }
+        )
 
     def sample(self) -> Optional[LagSample]:
         from confluent_kafka import TopicPartition
@@ -714,9 +728,18 @@ class LagSampler(threading.Thread):
                 pos = tp.offset if tp.offset >= 0 else low
                 lag[tp.partition] = max(0, high - pos)
                 in_flight += max(0, self.ledger.delivered_end.get(tp.partition, pos) - pos)
-        except Exception:  # noqa: BLE001 - an outage: no sample this time
+        except Exception as exc:  # noqa: BLE001 - an outage: no sample this time
             self.failures += 1
+            self._failed_in_row += 1
+            if self.last_error != repr(exc):
+                say(f"lag sample failed: {exc!r}")
+            self.last_error = repr(exc)
+            if self._failed_in_row >= 2:
+                # a consumer that lost its coordinator may never find it again: start over
+                self.consumer = self._new_consumer()
+                self._failed_in_row = 0
             return None
+        self._failed_in_row = 0
         owner = {p: o[0] for p, o in self.ledger.owner.items()}
         s = LagSample(time.monotonic(), lag, owner, in_flight)
         with self._lock:
