@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shutil
 import tempfile
@@ -53,6 +54,8 @@ from .harness import (
 )
 
 GROUP = "scaleout"
+#: Samples further apart than this (seconds) leave a gap in the plot: none could be taken.
+GAP = 2.0
 
 
 @dataclass
@@ -285,10 +288,15 @@ def print_table(r: Result) -> None:
     print_incidents(r.incidents, time.time() - (time.monotonic() - r.t0))
 
 
-def per_listener(r: Result) -> dict[str, list[tuple[float, int]]]:
+def per_listener(r: Result) -> dict[str, list[tuple[float, float]]]:
     """Lag over time per listener: each partition counts for the listener that last read it."""
-    out: dict[str, list[tuple[float, int]]] = {s: [] for s in r.listeners}
+    out: dict[str, list[tuple[float, float]]] = {s: [] for s in r.listeners}
+    previous: Optional[float] = None
     for smp in r.samples:
+        if previous is not None and smp.t - previous > GAP:  # no sample: break the lines
+            for points in out.values():
+                points.append(((previous + smp.t) / 2 - r.t0, math.nan))
+        previous = smp.t
         sums = dict.fromkeys(r.listeners, 0)
         for part, lag in smp.lag.items():
             owner = smp.owner.get(part)
@@ -310,16 +318,20 @@ def plot(r: Result, path: Path) -> None:
     for slot, points in per_listener(r).items():
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.2, label=slot)
-    total = [(s.t - r.t0, sum(s.lag.values())) for s in r.samples]
+    total: list[tuple[float, float]] = []
+    for i, smp in enumerate(r.samples):
+        if i and smp.t - r.samples[i - 1].t > GAP:
+            total.append(((smp.t + r.samples[i - 1].t) / 2 - r.t0, math.nan))
+        total.append((smp.t - r.t0, sum(smp.lag.values())))
     if total:
         ax.plot([p[0] for p in total], [p[1] for p in total], "k--", lw=0.8, label="group")
-    top = max((v for _, v in total), default=1) or 1
+    top = max((v for _, v in total if not math.isnan(v)), default=1) or 1
     for s in r.steps:
         x = s.t_start - r.t0
         ax.axvline(x, color="grey", lw=0.6, ls=":")
         ax.text(x, top * 1.02, s.name, rotation=60, fontsize=7, va="bottom", ha="left")
         ax.axvspan(s.t_pause - r.t0, s.t_pause - r.t0 + (s.t_zero or 0), color="0.92")
-    ax.set_xlabel("seconds since the listeners started")
+    ax.set_xlabel("seconds since the listeners started (gaps: no lag sample could be taken)")
     ax.set_ylabel("lag (alerts not yet committed)")
     ax.set_ylim(0, top * 1.35)
     ax.legend(ncol=5, fontsize=7, loc="upper right")
