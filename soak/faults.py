@@ -12,9 +12,9 @@ alerts, and a seeded random sequence of faults:
 * ``burst``: publish a few hundred alerts at once;
 * ``raise-fatal`` / ``raise-nonfatal`` / ``raise-plain``: the next alerts make their
   callback raise (once per process): a fatal Kafka error (listeners run with
-  ``retry_on_fatal=True``), a non-fatal one, a plain exception (``on_failure="skip"``
-  when the client has it; otherwise the exception leaves ``listen()`` and the process
-  listens again).
+  ``retry_on_fatal=True``), a non-fatal one, a plain exception (it leaves ``listen()``
+  and the process listens again; once the client has ``listen(..., on_failure=...)`` the
+  listeners pass a recording skip policy, and an alert given to it counts as *skipped*).
 
 When the faults stop, every member comes back, the stream pauses and the harness waits
 until every acknowledged alert was delivered (or ``--drain`` seconds passed). It prints
@@ -232,9 +232,7 @@ def run_schedule(
                 procs[s].terminate()
         ledger.scan()
         stop_times = [t for p in procs.values() for t in p.stop_times]
-        result = tally(
-            f"schedule {index}", publisher.sent.values(), ledger, listen_has_on_failure()
-        )
+        result = tally(f"schedule {index}", publisher.sent.values(), ledger)
         for e in publisher.errors[:5]:
             done.append(f"publisher: {e}")
         for s in slots:
@@ -261,6 +259,7 @@ def report_schedule(res: ScheduleResult, ledger: Ledger, wall0: float) -> None:
         f"\nschedule {res.index} seed={res.seed} ({res.seconds:.0f} s): sent={t.sent} "
         f"acked={t.acked} delivered={t.delivered} lost={t.lost} duplicated={t.duplicated} "
         f"skipped={t.skipped} raised-on={t.raised}"
+        + (f" (skipped by kind: {dict(t.skipped_kinds)})" if t.skipped else "")
     )
     for line in res.events:
         print(f"  {line}")
@@ -280,7 +279,14 @@ def report_schedule(res: ScheduleResult, ledger: Ledger, wall0: float) -> None:
 def run(opts: Options) -> list[ScheduleResult]:
     """Run the soak: start the broker, run schedules within the budget, stop everything."""
     seed = opts.seed if opts.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    from .listener import listen_has_on_failure
+
     say(f"fault soak: seed {seed} (replay one schedule: --seed S --schedules 1)")
+    say(
+        "failure policy: listeners pass a recording on_failure policy"
+        if listen_has_on_failure()
+        else "failure policy: this client's listen() has no on_failure= (hook unused)"
+    )
     t_begin = time.monotonic()
     base = opts.workdir or Path(tempfile.mkdtemp(prefix="igwn-alert-soak-"))
     base.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,9 @@ run (:mod:`soak.scaleout`, issue 13).
   joins the group);
 * :func:`tally`: sent / delivered / lost / duplicated / skipped for a set of alerts.
 
-A *loss* is an alert the broker acknowledged that no callback returned for (and that was not
-skipped by an explicit ``on_failure="skip"`` policy). Duplicates are allowed (at-least-once)
-and counted.
+A *loss* is an alert the broker acknowledged that no callback returned for, and that was not
+handed to the listener's ``on_failure`` policy (which records it: *skipped*). Duplicates are
+allowed (at-least-once) and counted.
 """
 
 from __future__ import annotations
@@ -527,6 +527,8 @@ class Ledger:
         self.workdir = workdir
         self.deliveries: Counter[str] = Counter()
         self.raised: dict[str, list[str]] = defaultdict(list)
+        #: uid -> kind of error, for alerts the on_failure policy was given (and skipped)
+        self.policy_skipped: dict[str, str] = {}
         #: uid -> (log file of the incarnation, time) of each raise
         self.raised_where: dict[str, list[tuple[Path, float]]] = defaultdict(list)
         self.by_uid: dict[str, list[Delivery]] = defaultdict(list)
@@ -567,6 +569,8 @@ class Ledger:
                             self.owner[d.partition] = (slot, now)
                             if d.offset + 1 > self.delivered_end.get(d.partition, 0):
                                 self.delivered_end[d.partition] = d.offset + 1
+                    elif parts[0] == "S" and len(parts) == 4:
+                        self.policy_skipped[parts[1]] = parts[2]
                     elif parts[0] == "R" and len(parts) >= 4:
                         self.raised[parts[1]].append(parts[2])
                         when = float(parts[4]) if len(parts) > 4 else 0.0
@@ -597,8 +601,8 @@ class Ledger:
         return self.deliveries.get(uid, 0) > 0
 
     def skipped(self, uid: str) -> bool:
-        """A plain exception under ``on_failure="skip"``: handled by that policy."""
-        return "plain" in self.raised.get(uid, ())
+        """The alert was handed to the listener's ``on_failure`` policy (and skipped)."""
+        return uid in self.policy_skipped
 
 
 @dataclass
@@ -613,11 +617,12 @@ class Tally:
     lost: int = 0
     duplicated: int = 0
     skipped: int = 0
+    skipped_kinds: Counter[str] = field(default_factory=Counter)
     raised: int = 0
     lost_alerts: list[Sent] = field(default_factory=list)
 
 
-def tally(label: str, sent: Iterable[Sent], ledger: Ledger, skip_policy: bool = False) -> Tally:
+def tally(label: str, sent: Iterable[Sent], ledger: Ledger) -> Tally:
     """Count sent / delivered / lost / duplicated for ``sent``.
 
     Parameters
@@ -628,9 +633,6 @@ def tally(label: str, sent: Iterable[Sent], ledger: Ledger, skip_policy: bool = 
         The alerts.
     ledger : Ledger
         What the listeners recorded (scanned).
-    skip_policy : bool
-        The listeners ran with ``on_failure="skip"``: a plain-exception alert that was raised
-        on and never returned counts as skipped, not lost.
     """
     t = Tally(label)
     for s in sent:
@@ -648,8 +650,9 @@ def tally(label: str, sent: Iterable[Sent], ledger: Ledger, skip_policy: bool = 
         if n:
             t.delivered += 1
             t.duplicated += n - 1
-        elif skip_policy and ledger.skipped(s.uid):
+        elif ledger.skipped(s.uid):
             t.skipped += 1
+            t.skipped_kinds[ledger.policy_skipped[s.uid]] += 1
         else:
             t.lost += 1
             t.lost_alerts.append(s)

@@ -16,11 +16,15 @@ and alert, before recording it (an ``R <uid> <kind> <pid> <time>`` line first):
   ``retry_on_fatal=True``: it reopens the stream and the alert must come back);
 * ``nonfatal``: :data:`igwn_alert.exceptions.FakeNonFatalKafkaException` (logged by the
   client, and the alert must come back);
-* ``plain``: a ``SoakPlainError`` (a ``RuntimeError``). With ``listen(...,
-  on_failure="skip")`` (when the installed client has it) the client logs and skips that
-  alert, which then counts as *skipped*, not lost. Without it the exception leaves
-  ``listen()``; this process calls ``listen()`` again, as a service manager would restart
-  it, and the alert must come back.
+* ``plain``: a ``SoakPlainError`` (a ``RuntimeError``). Without a failure policy the
+  exception leaves ``listen()``; this process calls ``listen()`` again, as a service manager
+  would restart it, and the alert must come back.
+
+HOOK, issue 9's failure policy: when the installed client's ``listen`` takes
+``on_failure=``, the listener passes a callable policy (the documented dead-letter form of
+``on_failure="skip"``): it writes ``S <uid> <kind> <pid>`` and returns, so the alert is
+skipped and the harness counts it as *skipped* (by kind), not lost. ``--on-failure skip``
+passes the plain string instead (then a skipped alert cannot be told from a lost one).
 
 Status lines go to ``FILE.status``: ``READY <time>`` when ``client.listening`` is set,
 ``RAISED <repr>`` when ``listen()`` raised, ``EXIT <code>``. SIGTERM calls
@@ -37,6 +41,7 @@ import argparse
 import inspect
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -45,7 +50,14 @@ import traceback
 from typing import Any
 
 import igwn_alert
-from igwn_alert.exceptions import FakeFatalKafkaException, FakeNonFatalKafkaException
+from igwn_alert.exceptions import (
+    FakeFatalKafkaException,
+    FakeNonFatalKafkaException,
+    KafkaException,
+)
+
+#: What a soak alert's uid looks like: ``<seed or letter>-<7 digits>``.
+UID = re.compile(r"\b[0-9A-Za-z]+-[0-9]{7}\b")
 
 
 class SoakPlainError(RuntimeError):
@@ -106,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen-retries", type=int, default=3)
     p.add_argument("--retry-wait", type=float, default=0.5)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--on-failure",
+        choices=("record", "skip", "none"),
+        default="record",
+        help="failure policy, if listen() has on_failure= (record: skip and record it)",
+    )
     args = p.parse_args(argv)
 
     logging.basicConfig(
@@ -129,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
         retry_wait=args.retry_wait,
     )
     raised: set[str] = set()
-    skip = listen_has_on_failure()
 
     def callback(topic: str, payload: Any) -> None:
         uid = payload.get("uid", "?") if isinstance(payload, dict) else "?"
@@ -165,11 +182,23 @@ def main(argv: list[str] | None = None) -> int:
                 return
 
     threading.Thread(target=announce, name="soak-ready", daemon=True).start()
+
+    def dead_letter(*alert: Any) -> None:
+        # HOOK (issue 9 failure policy): the callable form of on_failure; it gets the alert
+        # and the exception. Record the skip so that the harness can count it.
+        exc = next((a for a in alert if isinstance(a, BaseException)), None)
+        found = UID.search(repr(alert))
+        kind = (
+            "plain"
+            if not isinstance(exc, KafkaException)
+            else ("fatal" if getattr(exc, "fatal", False) else "nonfatal")
+        )
+        records.line("S", found.group(0) if found else "?", kind, pid)
+
     kwargs: dict[str, Any] = {}
-    if skip:
-        # HOOK (issue 9 failure policy): skip a plain exception, as on_failure="skip" says
-        kwargs["on_failure"] = "skip"
-    log.info("listening (on_failure=%s)", kwargs.get("on_failure", "not supported"))
+    if args.on_failure != "none" and listen_has_on_failure():
+        kwargs["on_failure"] = dead_letter if args.on_failure == "record" else args.on_failure
+    log.info("listening (on_failure=%r)", kwargs.get("on_failure", "not passed"))
     code = 0
     while not stopping.is_set():
         try:
