@@ -33,6 +33,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -81,6 +82,7 @@ class Options:
     heap: str = "384m"
     workdir: Optional[Path] = None
     keep: bool = False
+    kinds: Optional[list[str]] = None  # None: every kind of WEIGHTS
 
 
 @dataclass
@@ -102,14 +104,17 @@ class ScheduleResult:
     skip_policy: bool = False
 
 
-def make_schedule(seed: int, events: int) -> list[Event]:
+def make_schedule(seed: int, events: int, kinds: Optional[Sequence[str]] = None) -> list[Event]:
     """The fault sequence of a seed (what ``--seed`` replays).
 
     Every kind of fault comes once, in a random order (the first ``events`` of them if
     fewer are asked for), then random draws by :data:`WEIGHTS` fill up to ``events``.
     """
     rng = random.Random(seed)
-    kinds = list(WEIGHTS)
+    kinds = list(WEIGHTS if kinds is None else kinds)
+    unknown = sorted(set(kinds) - set(WEIGHTS))
+    if unknown or not kinds:
+        raise ValueError(f"unknown fault kinds {unknown}; choose among {sorted(WEIGHTS)}")
     weights = [WEIGHTS[k] for k in kinds]
     first = rng.sample(kinds, len(kinds))
     out = []
@@ -126,7 +131,7 @@ def run_schedule(
     """Run one schedule on ``brokers``; return its counts."""
     from .listener import listen_has_on_failure
 
-    schedule = make_schedule(seed, opts.events)
+    schedule = make_schedule(seed, opts.events, opts.kinds)
     rng = random.Random(seed * 7919 + 1)  # run-time choices (which member, how long)
     short = f"s{seed}"
     brokers.create_topic(f"{GROUP}.{short}", opts.partitions, 1)
@@ -352,9 +357,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heap", default=d.heap, help="broker Java heap (384m)")
     p.add_argument("--workdir", type=Path, default=None, help="keep files here")
     p.add_argument("--keep", action="store_true", help="keep the files even on success")
+    p.add_argument(
+        "--without",
+        default="",
+        help=f"comma-separated fault kinds to leave out (of {', '.join(WEIGHTS)})",
+    )
 
 
 def options_from(args: argparse.Namespace) -> Options:
+    left_out = {k for k in args.without.split(",") if k}
+    if left_out - set(WEIGHTS):
+        raise SystemExit(
+            f"--without: unknown fault kind(s) {sorted(left_out - set(WEIGHTS))}; "
+            f"choose among {', '.join(WEIGHTS)}"
+        )
     return Options(
         budget=args.budget,
         seed=args.seed,
@@ -367,4 +383,7 @@ def options_from(args: argparse.Namespace) -> Options:
         heap=args.heap,
         workdir=args.workdir,
         keep=args.keep,
+        kinds=(
+            [k for k in WEIGHTS if k not in set(args.without.split(","))] if args.without else None
+        ),
     )

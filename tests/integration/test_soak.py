@@ -42,8 +42,6 @@ def test_fault_soak_loses_no_acknowledged_alert(tmp_path: Path) -> None:
     results = faults.run(opts)
     assert len(results) == 1
     res = results[0]
-    kinds = {line.split("s ", 1)[1].split()[0] for line in res.events if line.startswith("t=")}
-    print(f"fault lines: {sorted(kinds)}")
     t = res.tally
     assert t.acked > 100, f"too little traffic to judge: {t}"
     lost = [(a.uid, a.partition, a.offset, a.fault) for a in t.lost_alerts[:10]]
