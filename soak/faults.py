@@ -182,10 +182,12 @@ def run_schedule(
                     note(f"broker SIGKILL, down {down:.1f} s, serving again after {took:.1f} s")
                 elif ev.kind == "listener-kill" and alive:
                     victim = rng.choice(alive)
+                    wanted.discard(victim)  # not restarted by supervise() meanwhile
                     procs[victim].kill()
                     back = rng.uniform(0.0, 2.0)
                     note(f"{victim} SIGKILL (back in {back:.1f} s)")
                     pause(back)
+                    wanted.add(victim)
                     procs[victim].start()
                 elif ev.kind == "join" and len(wanted) < opts.max_members:
                     new = next(s for s in slots if s not in wanted)
