@@ -102,6 +102,7 @@ class ScheduleResult:
     seconds: float
     stop_times: list[float] = field(default_factory=list)
     skip_policy: bool = False
+    return_times: list[float] = field(default_factory=list)
 
 
 def make_schedule(seed: int, events: int, kinds: Optional[Sequence[str]] = None) -> list[Event]:
@@ -239,6 +240,7 @@ def run_schedule(
                 procs[s].terminate()
         ledger.scan()
         stop_times = [t for p in procs.values() for t in p.stop_times]
+        return_times = [t for p in procs.values() for t in p.listen_return_times]
         result = tally(f"schedule {index}", publisher.sent.values(), ledger)
         for e in publisher.errors[:5]:
             done.append(f"publisher: {e}")
@@ -255,6 +257,7 @@ def run_schedule(
         time.monotonic() - t0,
         stop_times,
         listen_has_on_failure(),
+        return_times,
     )
     report_schedule(res, ledger, wall0)
     return res
@@ -339,6 +342,12 @@ def print_summary(results: list[ScheduleResult], seconds: float) -> None:
     stops = [s for r in results for s in r.stop_times]
     if stops:
         print(f"listener exit after SIGTERM: max {max(stops):.2f} s over {len(stops)} stops")
+    returns = [s for r in results for s in r.return_times]
+    if returns:
+        print(
+            f"listen() return after SIGTERM (client.stop()): max {max(returns):.2f} s, "
+            f"over 0.5 s: {sum(1 for s in returns if s > 0.5)} of {len(returns)}"
+        )
 
 
 def failed(results: list[ScheduleResult]) -> bool:

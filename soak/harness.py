@@ -223,7 +223,8 @@ class ListenerProc:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.expected_exit = False
         self.started_at = 0.0
-        self.stop_times: list[float] = []
+        self.stop_times: list[float] = []  # SIGTERM to process exit
+        self.listen_return_times: list[float] = []  # SIGTERM to listen() returning
 
     @property
     def records(self) -> Path:
@@ -332,6 +333,9 @@ class ListenerProc:
             return None
         took = time.monotonic() - t0
         self.stop_times.append(took)
+        for line in self._status():
+            if line.startswith("RETURNED"):
+                self.listen_return_times.append(float(line.split()[1]))
         return took
 
     def check(self) -> bool:

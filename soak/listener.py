@@ -27,7 +27,8 @@ skipped and the harness counts it as *skipped* (by kind), not lost. ``--on-failu
 passes the plain string instead (then a skipped alert cannot be told from a lost one).
 
 Status lines go to ``FILE.status``: ``READY <time>`` when ``client.listening`` is set,
-``RAISED <repr>`` when ``listen()`` raised, ``EXIT <code>``. SIGTERM calls
+``RAISED <repr>`` when ``listen()`` raised, ``RETURNED <seconds>`` (from SIGTERM until
+``listen()`` returned), ``EXIT <code>``. SIGTERM calls
 ``client.stop()``; ``listen()`` must then return promptly (the harness times it).
 
 Only the public API is used, plus one documented patch point: ``client.open`` (the
@@ -168,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         records.line("D", uid, *where, pid)
 
     stopping = threading.Event()
+    signalled: list[float] = []
 
     def on_sigterm(signum: int, frame: Any) -> None:
+        signalled.append(time.monotonic())
         stopping.set()
         client.stop()
 
@@ -213,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             status.line("RAISED", repr(exc).replace("\n", " ")[:300])
             code = 2
             break
+    if signalled:
+        status.line("RETURNED", f"{time.monotonic() - signalled[0]:.3f}")
     status.line("EXIT", code)
     return code
 
