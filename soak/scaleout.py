@@ -184,12 +184,16 @@ def _run(brokers: Brokers, opts: Options, seed: int, rng: random.Random, base: P
                 publisher.set_step(name)
                 if name.startswith("restart "):
                     s = name.split()[1]
+                    returns = len(procs[s].listen_return_times)
                     took = procs[s].terminate()
+                    returned = procs[s].listen_return_times[returns:]
                     procs[s].start()
                     ready = procs[s].wait_ready(60)
                     step.action = (
-                        f"SIGTERM: exited in {took:.2f} s" if took is not None else "HANG"
-                    ) + (f", listening again after {time.monotonic() - step.t_start:.1f} s")
+                        (f"SIGTERM: listen() returned in {returned[0]:.2f} s, " if returned else "")
+                        + (f"exited in {took:.2f} s" if took is not None else "HANG")
+                        + f", listening again after {time.monotonic() - step.t_start:.1f} s"
+                    )
                     if not ready:
                         step.action += " (NOT listening)"
                 elif name == "kill-node":
