@@ -13,8 +13,9 @@ alerts, and a seeded random sequence of faults:
 * ``raise-fatal`` / ``raise-nonfatal`` / ``raise-plain``: the next alerts make their
   callback raise (once per process): a fatal Kafka error (listeners run with
   ``retry_on_fatal=True``), a non-fatal one, a plain exception (it leaves ``listen()``
-  and the process listens again; once the client has ``listen(..., on_failure=...)`` the
-  listeners pass a recording skip policy, and an alert given to it counts as *skipped*).
+  and the process listens again; once the client has ``listen(..., on_failure=...)``, the
+  odd-numbered listeners pass a recording skip policy, and an alert given to it counts as
+  *skipped*, not lost).
 
 When the faults stop, every member comes back, the stream pauses and the harness waits
 until every acknowledged alert was delivered (or ``--drain`` seconds passed). It prints
@@ -126,6 +127,12 @@ def make_schedule(seed: int, events: int, kinds: Optional[Sequence[str]] = None)
     return out
 
 
+def policy_of(slot: str) -> list[str]:
+    """Odd slots pass a recording ``on_failure`` policy (if the client has one), even slots
+    keep the default (a plain exception leaves ``listen()``), so both paths are soaked."""
+    return ["--on-failure", "record" if int(slot[1:]) % 2 else "none"]
+
+
 def run_schedule(
     brokers: Brokers, index: int, seed: int, opts: Options, workdir: Path
 ) -> ScheduleResult:
@@ -144,7 +151,14 @@ def run_schedule(
     t0 = time.monotonic()
     wall0 = time.time()
     with group_of(
-        slots, workdir, brokers.bootstrap, GROUP, short, consumer_group, incidents
+        slots,
+        workdir,
+        brokers.bootstrap,
+        GROUP,
+        short,
+        consumer_group,
+        incidents,
+        extra_args=policy_of,
     ) as procs:
         wanted = set(slots[: opts.members])
         for s in sorted(wanted):

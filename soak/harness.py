@@ -210,8 +210,10 @@ class ListenerProc:
         consumer_group: str,
         incidents: list[Incident],
         stop_timeout: float = 10.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.slot = slot
+        self.extra_args = list(extra_args)
         self.workdir = workdir
         self.bootstrap = bootstrap
         self.group = group
@@ -258,6 +260,7 @@ class ListenerProc:
             self.consumer_group,
             "--records",
             str(self.records),
+            *self.extra_args,
         ]
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
@@ -793,11 +796,23 @@ def group_of(
     consumer_group: str,
     incidents: list[Incident],
     stop_timeout: float = 10.0,
+    extra_args: Optional[Callable[[str], Sequence[str]]] = None,
 ) -> Iterator[dict[str, ListenerProc]]:
-    """Listener slots of one consumer group; every process is SIGKILLed on the way out."""
+    """Listener slots of one consumer group; every process is SIGKILLed on the way out.
+
+    ``extra_args(slot)`` gives more ``soak/listener.py`` arguments for a slot.
+    """
     procs = {
         s: ListenerProc(
-            s, workdir, bootstrap, group, topic, consumer_group, incidents, stop_timeout
+            s,
+            workdir,
+            bootstrap,
+            group,
+            topic,
+            consumer_group,
+            incidents,
+            stop_timeout,
+            extra_args(s) if extra_args is not None else (),
         )
         for s in slots
     }
