@@ -307,7 +307,7 @@ def run(opts: Options) -> list[ScheduleResult]:
 
     say(f"fault soak: seed {seed} (replay one schedule: --seed S --schedules 1)")
     say(
-        "failure policy: listeners pass a recording on_failure policy"
+        "failure policy: odd listeners pass a recording on_failure policy, even ones the default"
         if listen_has_on_failure()
         else "failure policy: this client's listen() has no on_failure= (hook unused)"
     )
