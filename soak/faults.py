@@ -343,15 +343,16 @@ def print_summary(results: list[ScheduleResult], seconds: float) -> None:
     print(f"\nfault soak: {len(results)} schedule(s) in {seconds:.0f} s")
     print(
         f"{'schedule':>8} {'seed':>8} {'sent':>6} {'acked':>6} {'delivered':>9} {'lost':>5} "
-        f"{'dup':>5} {'skipped':>7} {'raised':>6} {'hangs':>5} {'crashes':>7}"
+        f"{'dup':>5} {'skipped':>7} {'raised':>6} {'hangs':>5} {'crashes':>7} {'slow stops':>10}"
     )
     for r in results:
         t = r.tally
         hangs = sum(1 for i in r.incidents if i.what.startswith("HANG"))
+        slow = sum(1 for i in r.incidents if i.what.startswith("SLOW STOP"))
         print(
             f"{r.index:>8} {r.seed:>8} {t.sent:>6} {t.acked:>6} {t.delivered:>9} {t.lost:>5} "
             f"{t.duplicated:>5} {t.skipped:>7} {t.raised:>6} {hangs:>5} "
-            f"{len(r.incidents) - hangs:>7}"
+            f"{len(r.incidents) - hangs - slow:>7} {slow:>10}"
         )
     stops = [s for r in results for s in r.stop_times]
     if stops:

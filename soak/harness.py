@@ -46,6 +46,9 @@ if str(ROOT / "scripts") not in sys.path:
 
 log = logging.getLogger("soak")
 
+#: ``stop()`` must end ``listen()`` within this (seconds); a slower return is reported.
+SLOW_STOP = 0.5
+
 _quiet = logging.getLogger("soak.librdkafka")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
@@ -338,7 +341,18 @@ class ListenerProc:
         self.stop_times.append(took)
         for line in self._status():
             if line.startswith("RETURNED"):
-                self.listen_return_times.append(float(line.split()[1]))
+                returned = float(line.split()[1])
+                self.listen_return_times.append(returned)
+                if returned > SLOW_STOP:
+                    self.incidents.append(
+                        Incident(
+                            time.time(),
+                            self.slot,
+                            f"SLOW STOP: listen() returned {returned:.2f} s after SIGTERM "
+                            f"(client.stop()); incarnation {self.incarnation}",
+                            _tail(self.log_path, 25),
+                        )
+                    )
         return took
 
     def check(self) -> bool:
