@@ -202,20 +202,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.on_failure != "none" and listen_has_on_failure():
         kwargs["on_failure"] = dead_letter if args.on_failure == "record" else args.on_failure
     log.info("listening (on_failure=%r)", kwargs.get("on_failure", "not passed"))
-    code = 0
-    while not stopping.is_set():
-        try:
-            client.listen(callback, args.topic, **kwargs)
-            break
-        except SoakPlainError as exc:
-            # the default policy lets it leave listen(): listen again, as systemd would
-            log.warning("listen() raised %r; calling listen() again", exc)
-            status.line("RAISED", type(exc).__name__)
-        except BaseException as exc:  # noqa: BLE001 - reported to the harness
-            log.error("listen() raised %r\n%s", exc, traceback.format_exc())
-            status.line("RAISED", repr(exc).replace("\n", " ")[:300])
-            code = 2
-            break
+    result = {"code": 0}
+
+    def run() -> None:
+        # listen() runs in a thread of its own and stop() comes from the main thread, as in
+        # a service (gwcelery calls stop() from another thread): the signal handler runs at
+        # once even while the listening thread is blocked inside librdkafka
+        while not stopping.is_set():
+            try:
+                client.listen(callback, args.topic, **kwargs)
+                break
+            except SoakPlainError as exc:
+                # the default policy lets it leave listen(): listen again, as systemd would
+                log.warning("listen() raised %r; calling listen() again", exc)
+                status.line("RAISED", type(exc).__name__)
+            except BaseException as exc:  # noqa: BLE001 - reported to the harness
+                log.error("listen() raised %r\n%s", exc, traceback.format_exc())
+                status.line("RAISED", repr(exc).replace("\n", " ")[:300])
+                result["code"] = 2
+                break
+
+    worker = threading.Thread(target=run, name="soak-listen", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    code = result["code"]
     if signalled:
         status.line("RETURNED", f"{time.monotonic() - signalled[0]:.3f}")
     status.line("EXIT", code)
