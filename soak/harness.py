@@ -695,7 +695,9 @@ class LagSampler(threading.Thread):
     """Sample the consumer group's lag per partition, without joining the group.
 
     A plain :class:`confluent_kafka.Consumer` with the group's id asks ``committed()`` and
-    ``get_watermark_offsets()``; it never subscribes, so it is not a member. A sample whose
+    ``get_watermark_offsets()``; it never subscribes, so it is not a member. Given the
+    GraceDB group and short topic name, and if the installed client has it, the client's own
+    ``igwn_alert._lag.measure`` (behind ``igwn-alert lag``) is used instead. A sample whose
     requests fail (a broker node is down) is skipped.
     """
 
@@ -707,8 +709,12 @@ class LagSampler(threading.Thread):
         partitions: int,
         ledger: Ledger,
         interval: float = 0.5,
+        group: Optional[str] = None,
+        short: Optional[str] = None,
     ) -> None:
         super().__init__(name="soak-lag", daemon=True)
+        self.group = group  # with the short topic name: use igwn_alert._lag if it is there
+        self.short = short
         self.bootstrap = bootstrap
         self.consumer_group = consumer_group
         self.consumer = self._new_consumer()
@@ -736,22 +742,60 @@ class LagSampler(threading.Thread):
             }
         )
 
+    def method(self) -> str:
+        """What the samples are taken with."""
+        try:
+            from igwn_alert._lag import measure  # noqa: F401
+        except ImportError:
+            return "a plain confluent-kafka consumer (committed + watermarks)"
+        return "igwn_alert._lag.measure (as igwn-alert lag)"
+
+    def _positions(self, tps: list[Any]) -> dict[int, tuple[int, int]]:
+        """``{partition: (committed offset, end offset)}`` of the group.
+
+        With ``igwn_alert._lag.measure`` (what ``igwn-alert lag`` shows; in the client from
+        the operability issue on) when the installed client has it, else directly.
+        """
+        if self.group is not None and self.short is not None:
+            try:
+                from igwn_alert._lag import measure
+            except ImportError:
+                pass
+            else:
+                rows = measure(
+                    self.bootstrap, None, self.consumer_group, self.group, [self.short], 3
+                )
+                return {
+                    r.partition: (
+                        r.committed
+                        if r.committed is not None
+                        else (r.end - r.lag if r.lag is not None else 0),  # none: all of it
+                        r.end,
+                    )
+                    for r in rows
+                }
+        from confluent_kafka import TopicPartition
+
+        out = {}
+        for tp in self.consumer.committed(tps, timeout=3):
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, tp.partition), timeout=3, cached=False
+            )
+            out[tp.partition] = (tp.offset if tp.offset >= 0 else low, high)
+        return out
+
     def sample(self) -> Optional[LagSample]:
         from confluent_kafka import TopicPartition
 
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
         try:
-            committed = self.consumer.committed(tps, timeout=3)
+            positions = self._positions(tps)  # partition -> (committed or start, end)
             lag: dict[int, int] = {}
             in_flight = 0
             self.ledger.scan()
-            for tp in committed:
-                low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, tp.partition), timeout=3, cached=False
-                )
-                pos = tp.offset if tp.offset >= 0 else low
-                lag[tp.partition] = max(0, high - pos)
-                in_flight += max(0, self.ledger.delivered_end.get(tp.partition, pos) - pos)
+            for part, (pos, high) in positions.items():
+                lag[part] = max(0, high - pos)
+                in_flight += max(0, self.ledger.delivered_end.get(part, pos) - pos)
         except Exception as exc:  # noqa: BLE001 - an outage: no sample this time
             self.failures += 1
             self._failed_in_row += 1

@@ -154,7 +154,16 @@ def _run(brokers: Brokers, opts: Options, seed: int, rng: random.Random, base: P
             procs[s].start()
         for s in slots:
             procs[s].wait_ready(90)
-        sampler = LagSampler(brokers.bootstrap, consumer_group, full, opts.partitions, ledger)
+        sampler = LagSampler(
+            brokers.bootstrap,
+            consumer_group,
+            full,
+            opts.partitions,
+            ledger,
+            group=GROUP,
+            short=short,
+        )
+        say(f"lag sampled with {sampler.method()}")
         sampler.start()
         publisher = Publisher(brokers.bootstrap, GROUP, short, "A", opts.rate)
         publisher.start()
