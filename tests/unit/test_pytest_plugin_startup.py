@@ -28,7 +28,10 @@ def _env() -> dict[str, str]:
 
 
 def _entry_point() -> importlib.metadata.EntryPoint:
-    found = [e for e in importlib.metadata.entry_points(group="pytest11") if e.name == "igwn_alert"]
+    every = importlib.metadata.entry_points()
+    group = every.select(group="pytest11") if hasattr(every, "select") else every["pytest11"]
+    # the same distribution may be on sys.path twice (an editable install and src/*.egg-info)
+    found = list({(e.name, e.value): e for e in group if e.name == "igwn_alert"}.values())
     assert len(found) == 1, found
     return found[0]
 
