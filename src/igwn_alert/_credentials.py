@@ -22,6 +22,8 @@ import ipaddress
 import logging
 import netrc as _netrc
 import os
+import secrets
+import string
 import warnings
 from typing import Any, Optional, Union
 
@@ -37,6 +39,7 @@ __all__ = [
     "is_loopback",
     "make_auth",
     "netrc_credential",
+    "private_group_id",
     "resolve_credentials",
 ]
 
@@ -253,3 +256,26 @@ def resolve_credentials(
         return found
     warnings.warn(_UNAUTHENTICATED, UserWarning, stacklevel=3)
     return False
+
+
+def private_group_id(credential: Any) -> str:
+    """Return the ``group.id`` of a private reader, named as hop names a generated group.
+
+    hop names it ``<credential username>-<random>`` (a random name without a credential),
+    which is what prefix-based consumer-group ACLs (``READ`` on groups prefixed ``user-``)
+    match; the reader never joins it.
+
+    Parameters
+    ----------
+    credential : hop.auth.Auth or None
+        The credential the reader uses.
+
+    Returns
+    -------
+    str
+        The group id.
+    """
+    alphabet = string.ascii_uppercase + string.digits
+    suffix = "".join(secrets.choice(alphabet) for _ in range(10))
+    username = getattr(credential, "username", None) if credential else None
+    return f"{username}-{suffix}" if username else suffix

@@ -1,14 +1,28 @@
-"""The listen loop: read alerts, decode them, hand them to a callback, survive Kafka errors.
+"""The listen loop: the one loop that delivers alerts, on Kafka and on the in-memory bus.
 
 The loop gets its stream through ``client.open(url, "r", group_id=...)`` and reads it with
-``read(metadata=True, batch_size=..., batch_timeout=...)``, so test suites that patch
-``client.open`` drive it; the smarter stream lives behind ``open``
-(:class:`igwn_alert._reading.AlertReader`).
+``read(metadata=True, autocommit=False, ...)``, so test suites that patch ``client.open``
+drive it, and the in-memory transport of :mod:`igwn_alert.testing` runs it unchanged.
+
+.. rubric:: What happens to an alert
+
+* It is *done* once the callback returned normally (or the failure policy disposed of it);
+  only then is it marked done on the stream (``mark_done``), so neither a restart of a
+  consumer group nor a reopened private stream misses it.
+* A callback raising a non-fatal ``KafkaException`` is called again for the same alert
+  (after ``retry_wait``), at most ``listen_retries`` calls in all, then the policy applies.
+* A callback raising a fatal ``KafkaException`` closes the stream; with ``retry_on_fatal``
+  it is reopened and the alert delivered again, at most ``listen_retries`` times in a row
+  (the count restarts only after a callback returned normally), then the policy applies.
+* Any other exception: the policy at once.
+* The policy (``on_failure``): ``"raise"`` (the exception leaves ``listen()``; the alert is
+  not done), ``"skip"`` (logged at ERROR with topic, partition, offset and uid, then done),
+  or a callable ``handler(alert, exc)`` (a dead-letter file or topic; done once it
+  returned; if it raises, that leaves ``listen()``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import warnings
@@ -18,20 +32,33 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from adc.errors import KafkaException
 from hop.io import StartPosition
-from hop.models import JSONBlob
 
-from ._reading import AlertReader
+from ._alert import Alert
+from ._decoding import render, unwrap
 from ._topics import normalize_topics, short_name
+from .exceptions import BrokerUnreachableError
 
 if TYPE_CHECKING:
     from .client import client as Client
 
-__all__ = ["Callback", "Since", "listen", "parse_since", "render"]
+__all__ = [
+    "Callback",
+    "ListeningFlag",
+    "OnFailure",
+    "Since",
+    "check_on_failure",
+    "listen",
+    "parse_since",
+]
 
 log = logging.getLogger(__name__)
 
 #: A listen callback, called as ``callback(topic=<short name>, payload=<payload>)``.
 Callback = Callable[..., Any]
+
+#: What happens to an alert whose callback failed for good: "raise", "skip" or a handler
+#: called as ``handler(alert, exc)``.
+OnFailure = Union[str, Callable[[Alert, BaseException], Any]]
 
 #: Where a listener starts: None (newest / the group's position), ``"earliest"``, a
 #: :class:`datetime.datetime`, or a :class:`datetime.timedelta` before now.
@@ -77,58 +104,158 @@ def parse_since(since: Since) -> Any:
     raise TypeError(f"since must be a str, datetime or timedelta, not {type(since).__name__}")
 
 
-def unwrap(payload: Any) -> Any:
-    """Return what a callback receives for a decoded message (the reference's rules).
+class ListeningFlag(threading.Event):
+    """``client.listening``: an event set while listen() is positioned, true when set.
 
-    A hop JSON message gives its content unchanged (a dict stays a dict, a str stays a str:
-    GraceDB's JSON text is never decoded twice). Anything else is tried as JSON; if that
-    fails, a warning, and the payload is passed on as it came.
-
-    Parameters
-    ----------
-    payload : object
-        What the stream yielded.
-
-    Returns
-    -------
-    object
-        The payload for the callback.
+    It serves both generations of downstream code: ``client.listening.wait()`` (0.7) and
+    ``if client.listening:`` (0.6.3, where it was a plain bool).
     """
-    if isinstance(payload, JSONBlob):
-        return payload.content
-    try:
-        return json.loads(payload)
-    except (ValueError, TypeError) as exc:
-        warnings.warn(f"Payload is not valid json: {exc}", UserWarning, stacklevel=3)
-        return payload
 
+    def __bool__(self) -> bool:
+        return self.is_set()
 
-def render(payload: Any, jsonpp: bool) -> Any:
-    """Return what ``listen()`` without a callback prints for a payload.
+    @classmethod
+    def adopt(cls, event: threading.Event) -> ListeningFlag:
+        """Return ``event`` as a ListeningFlag (a new one in the same state if needed).
 
-    Parameters
-    ----------
-    payload : object
-        The payload.
-    jsonpp : bool
-        Pretty-print as JSON indented by 4 (a dict, or a str holding JSON).
+        Parameters
+        ----------
+        event : threading.Event
+            The event.
 
-    Returns
-    -------
-    object
-        The text (or object) to print.
-    """
-    if not jsonpp:
-        return payload
-    try:
-        value = json.loads(payload) if isinstance(payload, (str, bytes)) else payload
-        return json.dumps(value, indent=4)
-    except (ValueError, TypeError):
-        return payload
+        Returns
+        -------
+        ListeningFlag
+            The flag.
+        """
+        if isinstance(event, cls):
+            return event
+        flag = cls()
+        if event.is_set():
+            flag.set()
+        return flag
 
 
 def _wait(event: threading.Event, seconds: float) -> bool:
     return event.wait(seconds) if seconds > 0 else event.is_set()
+
+
+def check_on_failure(on_failure: OnFailure) -> OnFailure:
+    """Check a failure policy (see the module documentation).
+
+    Parameters
+    ----------
+    on_failure : "raise", "skip" or callable
+        The policy.
+
+    Returns
+    -------
+    "raise", "skip" or callable
+        The policy.
+
+    Raises
+    ------
+    ValueError
+        For any other value.
+    """
+    if on_failure in ("raise", "skip") or callable(on_failure):
+        return on_failure
+    raise ValueError(
+        f"on_failure must be 'raise', 'skip' or a callable handler(alert, exc), not {on_failure!r}"
+    )
+
+
+class _Failed(Exception):  # noqa: N818 - internal signal
+    """A callback's fatal Kafka error: close the stream, then maybe deliver the alert again."""
+
+    def __init__(self, exc: KafkaException, alert: Alert) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+        self.alert = alert
+
+
+class _Escalate(Exception):  # noqa: N818 - internal signal
+    """The callback's exception, to leave listen() (not a stream error to recover from)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(repr(exc))
+        self.exc = exc
+
+
+def _dispose(policy: OnFailure, alert: Alert, exc: BaseException) -> None:
+    """Apply the failure policy to an alert whose callback failed for good."""
+    if policy == "raise":
+        raise _Escalate(exc)
+    if policy == "skip":
+        log.error("skipping alert %s: the callback failed: %r", alert.describe(), exc)
+        return
+    assert callable(policy)
+    log.warning("handing alert %s to on_failure: the callback failed: %r", alert.describe(), exc)
+    try:
+        policy(alert, exc)
+    except Exception as failure:  # noqa: BLE001 - it leaves listen() as it is
+        raise _Escalate(failure) from None
+
+
+class _Run:
+    """One listen() call: what the loop keeps across reopening its stream."""
+
+    def __init__(self, client: Client, callback: Optional[Callback], policy: OnFailure) -> None:
+        self.client, self.callback, self.policy = client, callback, policy
+        self.stop = client.stop_listening
+        self.group = client.group_prefix
+        self.fatal_in_a_row = 0  # fatal errors since a callback last returned normally
+        self.positions: dict[tuple[str, int], int] = {}  # private streams: where to resume
+        self.positioned = False  # some stream of this run was positioned
+        self.handled = 0
+
+    def deliver(self, payload: Any, md: Any) -> None:
+        """Call the callback for one alert until it is done (raises if it is not)."""
+        client, full = self.client, md.topic
+        payload = unwrap(payload, f"{full}[{md.partition}]@{md.offset}")
+        if self.callback is None:
+            print(f"New message from topic {full}:\n{render(payload, client.jsonpp_on)}")
+            return
+        topic = short_name(full, self.group)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                self.callback(topic=topic, payload=payload)
+                self.fatal_in_a_row = 0
+                return
+            except KafkaException as exc:
+                alert = Alert(topic, full, md.partition, md.offset, md.timestamp, payload, attempts)
+                if exc.fatal:
+                    self.fatal_in_a_row += 1
+                    log.warning(
+                        "fatal Kafka error from the callback for %s (attempt %d of %d): %s",
+                        alert.describe(),
+                        attempts,
+                        client.listen_retries,
+                        exc,
+                    )
+                    if client.retry_on_fatal and self.fatal_in_a_row < client.listen_retries:
+                        raise _Failed(exc, alert) from exc  # reopen, then deliver it again
+                    return _dispose(self.policy, alert, exc)
+                log.warning(
+                    "Non-fatal KafkaException from the callback for %s (attempt %d of %d): %s",
+                    alert.describe(),
+                    attempts,
+                    client.listen_retries,
+                    exc,
+                )
+                if attempts >= client.listen_retries:
+                    return _dispose(self.policy, alert, exc)
+                if _wait(self.stop, client.retry_wait):
+                    raise _Stopped from None
+            except Exception as exc:  # noqa: BLE001 - the failure policy decides
+                alert = Alert(topic, full, md.partition, md.offset, md.timestamp, payload, attempts)
+                return _dispose(self.policy, alert, exc)
+
+
+class _Stopped(Exception):  # noqa: N818 - internal signal
+    """stop() during a retry wait: the alert is not done."""
 
 
 def listen(
@@ -136,6 +263,10 @@ def listen(
     callback: Optional[Callback],
     topics: list[str],
     start_at: Any = None,
+    *,
+    on_failure: OnFailure = "raise",
+    max_messages: Optional[int] = None,
+    **stream_options: Any,
 ) -> None:
     """Run the listen loop of ``client`` until it is stopped (see :meth:`client.listen`).
 
@@ -144,91 +275,105 @@ def listen(
     client : igwn_alert.client
         The client; its ``open`` gives the stream.
     callback : callable or None
-        Called as ``callback(topic=..., payload=...)``; None prints each alert.
+        Called as ``callback(topic=..., payload=...)``; None prints each alert instead.
     topics : list of str
         Short topic names.
     start_at : object, optional
         Where the first stream starts (see :func:`parse_since`).
+    on_failure : "raise", "skip" or callable, optional
+        The failure policy (module documentation).
+    max_messages : int, optional
+        Return once this many alerts are done.
+    **stream_options
+        Passed to ``client.open`` (``until_eos=True``, or options of the in-memory bus).
     """
-    url = client._construct_topic_url(topics)
-    group = client.group_prefix
-    stop = client.stop_listening
-    retries = 1
-    positions: dict[tuple[str, int], int] = {}
+    run = _Run(client, callback, check_on_failure(on_failure))
+    url, stop = client._construct_topic_url(topics), run.stop
     first = True
     try:
         while not stop.is_set():
-            options: dict[str, Any] = {}
+            options = dict(stream_options)
             if first and start_at is not None:
                 options["start_at"] = start_at
-            elif not first and client.consumer_group is None and positions:
-                options["start_at"] = dict(positions)  # resume without a gap
-            stream = client.open(url, "r", group_id=client.consumer_group, **options)
-            client._listen_stream = stream
+            elif not first and client.consumer_group is None and run.positions:
+                options["start_at"] = dict(run.positions)  # resume every partition exactly
             first = False
+            stream = None
             try:
+                stream = client.open(url, "r", group_id=client.consumer_group, **options)
+                client._listen_stream = stream
                 with stream as s:
                     if stop.is_set():
                         break
-                    when_ready = getattr(s, "when_ready", None)
-                    if isinstance(s, AlertReader) and when_ready is not None:
-                        when_ready(client.listening.set)  # once positioned / assigned
-                    else:
-                        client.listening.set()
-                    mark_done = getattr(s, "mark_done", None)
-                    for payload, metadata in s.read(
+                    _when_ready(s, run, client)
+                    for payload, md in s.read(
                         metadata=True,
                         autocommit=False,
                         batch_size=client.batch_size,
                         batch_timeout=client.batch_timeout,
                     ):
-                        full = metadata.topic
-                        payload = unwrap(payload)
-                        retries = 1
-                        if callback is None:
-                            print(
-                                f"New message from topic {full}:\n"
-                                f"{render(payload, client.jsonpp_on)}"
-                            )
-                        else:
-                            try:
-                                callback(topic=short_name(full, group), payload=payload)
-                            except KafkaException as exc:
-                                if exc.fatal:
-                                    raise
-                                log.warning("Non-fatal KafkaException from the callback: %s", exc)
-                                continue
-                        if mark_done is not None:
-                            mark_done(metadata)
-                        try:
-                            positions[(full, metadata.partition)] = metadata.offset + 1
-                        except TypeError:  # a stand-in stream without offsets
-                            pass
-                        if stop.is_set():
-                            break
-            except KafkaException as exc:
-                client.listening.clear()
-                if not exc.fatal:
-                    log.warning("Non-fatal KafkaException: %s", exc)
-                    if _wait(stop, client.retry_wait):
-                        break
-                    continue
-                log.warning("fatal error from Kafka: %s (attempt %d)", exc, retries)
-                retries += 1
-                if not client.retry_on_fatal or retries > client.listen_retries:
-                    log.error(
-                        "giving up listening after a fatal Kafka error (retry_on_fatal=%s, "
-                        "listen_retries=%d)",
-                        client.retry_on_fatal,
-                        client.listen_retries,
-                    )
+                        run.deliver(payload, md)
+                        s.mark_done(md)
+                        run.handled += 1
+                        if stop.is_set() or run.handled == max_messages:
+                            return
+                return  # the stream ended: stopped, or read to its end
+            except _Stopped:
+                return
+            except _Escalate as escalate:
+                raise escalate.exc from None
+            except (KafkaException, _Failed) as exc:
+                if not _recover(run, exc):
                     raise
-                if _wait(stop, client.retry_wait):
-                    break
+            finally:
+                client.listening.clear()
+                if stream is not None and _ours(stream):
+                    run.positions.update(stream.positions())
     finally:
         client.listening.clear()
         client._listen_stream = None
         stop.clear()
+
+
+def _when_ready(stream: Any, run: _Run, client: Client) -> None:
+    def ready() -> None:
+        run.positioned = True
+        client.listening.set()
+
+    if _ours(stream):
+        stream.when_ready(ready)  # once positioned / assigned
+    else:  # a stand-in stream (tests patching client.open)
+        ready()
+
+
+def _ours(stream: Any) -> bool:
+    """Whether a stream is one of this package's readers (not a test's stand-in)."""
+    return getattr(stream, "_igwn_alert_reader", None) is True
+
+
+def _recover(run: _Run, exc: Union[KafkaException, _Failed]) -> bool:
+    """Decide after a stream error: True to reopen the stream, False to raise."""
+    client, stop = run.client, run.stop
+    if isinstance(exc, _Failed):  # the callback's fatal error, with retries left
+        return not _wait(stop, client.retry_wait)
+    if isinstance(exc, BrokerUnreachableError) and client.retry_on_fatal:
+        log.warning("%s; retrying", exc)  # an outage, also at start-up
+        return not _wait(stop, max(client.retry_wait, 1.0))
+    if not exc.fatal and not (isinstance(exc, BrokerUnreachableError) and not run.positioned):
+        log.warning("Non-fatal KafkaException: %s", exc)
+        return not _wait(stop, client.retry_wait)
+    if not exc.fatal:
+        return False  # unreachable before anything was read: say so at once
+    run.fatal_in_a_row += 1
+    log.warning("fatal error from Kafka: %s (attempt %d)", exc, run.fatal_in_a_row)
+    if client.retry_on_fatal and run.fatal_in_a_row < client.listen_retries:
+        return not _wait(stop, client.retry_wait)
+    log.error(
+        "giving up listening after a fatal Kafka error (retry_on_fatal=%s, listen_retries=%d)",
+        client.retry_on_fatal,
+        client.listen_retries,
+    )
+    return False
 
 
 def resolve_listen_topics(client: Client, topic: Optional[Iterable[str] | str]) -> list[str]:

@@ -1,106 +1,56 @@
-"""Reading: the Kafka stream behind ``client.open(url, "r", ...)``.
+"""The Kafka stream behind ``client.open(url, "r", ...)``: hop's Consumer API on librdkafka.
 
-:class:`AlertReader` has the API of :class:`hop.io.Consumer` (``read``, ``mark_done``,
-``stop``, ``close``, context manager) and does what the reference's stream does not:
+:class:`AlertReader` reads alerts and leaves positions to librdkafka:
 
-* With a consumer group it joins the group for real (``subscribe``), so listeners of one
-  group share the partitions; offsets are *stored* only when :meth:`AlertReader.mark_done`
-  is called (after the callback returned) and committed every second, on a re-balance and
-  on close. A partition the group never committed starts at the newest alert, and that
-  position is committed at once, so a crash before the first commit resumes from there.
-* Without a consumer group it assigns the partitions itself (no group join, so the first
-  alert is not delayed by a re-balance), starting at the newest alert.
-* A topic that does not exist yet is not an error: a warning names it, and it is read from
-  its first alert once it appears. Partitions added later are picked up as well.
-* Broker outages are retried by librdkafka; they are logged once per outage.
-* :meth:`AlertReader.stop` makes :meth:`AlertReader.read` return within 0.02 s.
+* With a consumer group it joins the group (``subscribe``): listeners of one group share
+  the partitions, and librdkafka resolves each assigned partition's committed position
+  (``auto.offset.reset=latest`` for a group that has none). An offset is *stored* only by
+  :meth:`AlertReader.mark_done`, after the callback for that alert returned; librdkafka
+  commits what was stored (every second, on a re-balance and on close).
+* Without a consumer group it assigns the partitions itself, at concrete offsets, and keeps
+  a :class:`~igwn_alert._positions.Ledger` of how far each is done, so that a reader
+  reopened with :meth:`AlertReader.positions` resumes every partition exactly.
+* Opening does no network round trip: the start-up (metadata, assignment) runs inside
+  :meth:`AlertReader.read` and is cut short by :meth:`AlertReader.stop`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
-import string
 import threading
-import warnings
+import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional, Union
+from datetime import datetime, timedelta
+from typing import Any, Callable, Optional
 
 import confluent_kafka
-import confluent_kafka.admin
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
-from hop.io import Deserializer, Metadata, StartPosition
-from hop.models import Blob, JSONBlob
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from hop.io import Metadata, StartPosition
 
 from . import _errors
-from ._kafka_config import base_config
-from .exceptions import KafkaException, TopicNotFoundError
+from ._decoding import decode
+from ._kafka_config import base_config, reader_settings
+from ._positions import Ledger, StartSpec, replay_offsets, wanted_offset
+from ._watcher import PartitionWatcher
+from .exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BrokerUnreachableError,
+    KafkaException,
+    TopicNotFoundError,
+)
 
-__all__ = ["AlertReader", "StartSpec", "decode_message"]
+__all__ = ["AlertReader", "StartSpec"]
 
 log = logging.getLogger(__name__)
-
-#: Where a reader starts: hop's LATEST / EARLIEST, a point in time, or explicit positions
-#: ``{(topic, partition): next offset}`` (used to resume after a reconnect).
-StartSpec = Union[StartPosition, datetime, dict[tuple[str, int], int], None]
 
 # longest wait inside librdkafka, so stop() is seen within this; an idle listener wakes
 # 50 times a second for it (idle listener over 10 s: 0.2% -> 0.3% of one core)
 _POLL_SLICE = 0.02
-_DRAIN = 500  # alerts taken at once from what librdkafka already buffered
+_DRAIN = 500  # most alerts taken at once from what librdkafka already buffered
+_BATCH_BUDGET = 0.5  # seconds of callbacks per batch before batches shrink
 _METADATA_TIMEOUT = 10.0
-_WATCH_FAST = 1.0  # metadata check period while a topic is missing
-_WATCH_SLOW = 10.0  # ... and once every topic exists
-_WATCH_TIMEOUT = 5.0  # a metadata request of the watcher (its own client, not the consumer)
-
-
-def decode_message(message: Any) -> Any:
-    """Decode one Kafka message by hop's rules, never raising.
-
-    A hop JSON message gives a :class:`hop.models.JSONBlob`; other hop formats give their
-    model; a message hop cannot decode (an empty value, JSON-labelled bytes that are not
-    JSON, ...) gives a :class:`hop.models.Blob` of the raw bytes, with a warning.
-
-    Parameters
-    ----------
-    message : confluent_kafka.Message
-        The message.
-
-    Returns
-    -------
-    hop model
-        The decoded payload.
-    """
-    fmt = next((value for name, value in message.headers() or () if name == "_format"), None)
-    return _decode(message, fmt)
-
-
-def _decode(message: Any, fmt: Optional[bytes]) -> Any:
-    """Decode a message whose ``_format`` header (if any) is already known."""
-    value = message.value()
-    if fmt == b"json" and value is not None:  # every GraceDB alert
-        try:
-            return JSONBlob(content=json.loads(value.decode("utf-8")))
-        except ValueError as exc:  # UnicodeDecodeError is a ValueError
-            return _undecodable(message, value, exc)
-    if value is None:
-        return _undecodable(message, b"", "the message has no value")
-    try:
-        return Deserializer.deserialize(message)
-    except Exception as exc:  # noqa: BLE001 - a bad alert must never stop the listener
-        return _undecodable(message, value, exc)
-
-
-def _undecodable(message: Any, value: bytes, why: object) -> Blob:
-    warnings.warn(
-        f"cannot decode the message at {message.topic()}[{message.partition()}]@"
-        f"{message.offset()} ({why}); passing on its raw bytes",
-        UserWarning,
-        stacklevel=2,
-    )
-    return Blob(content=value)
+_LOOKUP_TIMEOUT = 10.0
 
 
 def _metadata_fast(message: Any, headers: Any) -> Metadata:
@@ -134,19 +84,50 @@ _metadata = (
 )
 
 
-def _is_test(message: Any) -> bool:
-    headers = message.headers()
-    return bool(headers) and any(name == "_test" for name, _ in headers)
+def _kafka_error(exc: BaseException, *, server: str, group: Optional[str]) -> KafkaException:
+    """The client's exception for a raw ``confluent_kafka.KafkaException``."""
+    error = exc.args[0] if exc.args else None
+    if error is None or not hasattr(error, "code"):
+        return BrokerUnreachableError(f"Kafka request to {server} failed: {exc}")
+    clear = _errors.exception_for(error, group=group, server=server)
+    if clear is not None:
+        return clear
+    return BrokerUnreachableError(f"Kafka request to {server} failed: {error.str()}", error)
 
 
-def _ignore(error: Any) -> None:
-    """error_cb of the watcher's metadata client: the consumer reports errors itself."""
-    log.debug("metadata client: %s", error.str())
+class AdcStyleConsumer:
+    """What hop's Consumer keeps as ``_consumer`` (an adc Consumer), for code that reaches it.
 
+    ``stream._consumer.stop()`` (the reference's ``stop()``, and older gwcelery releases)
+    stops the reader; ``close()`` closes it; ``mark_done(message)`` marks a raw message
+    done; anything else is the underlying :class:`confluent_kafka.Consumer`'s.
 
-def _random_group() -> str:
-    alphabet = string.ascii_uppercase + string.digits
-    return "igwn-alert-" + "".join(random.SystemRandom().choice(alphabet) for _ in range(12))
+    Parameters
+    ----------
+    reader : AlertReader
+        The reader.
+    kafka : confluent_kafka.Consumer
+        Its consumer.
+    """
+
+    def __init__(self, reader: AlertReader, kafka: Any) -> None:
+        self._reader = reader
+        self._consumer = kafka  # adc's name for the confluent-kafka consumer
+
+    def stop(self) -> None:
+        """Make the reader's ``read()`` return (thread-safe)."""
+        self._reader.stop()
+
+    def close(self) -> None:
+        """Close the reader."""
+        self._reader.close()
+
+    def mark_done(self, message: Any, asynchronous: bool = True) -> None:
+        """Mark a raw Kafka message done (adc's signature)."""
+        self._reader._done(message, asynchronous)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
 
 
 class AlertReader:
@@ -161,14 +142,22 @@ class AlertReader:
     credential : hop.auth.Auth or None
         The credential.
     group_id : str, optional
-        The consumer group; None for a private reader without a group.
+        The consumer group; None for a private reader (no group join).
     start_at : StartSpec, optional
-        Where to start: hop's ``StartPosition.LATEST`` (default) or ``EARLIEST``, a
-        :class:`datetime.datetime`, or explicit positions. With a consumer group, a
-        committed position wins over ``LATEST``; ``EARLIEST`` or a time replays from there.
+        Where to start: ``StartPosition.LATEST`` (default; with a consumer group, where
+        the group left off), ``EARLIEST``, a :class:`datetime.datetime`, or explicit
+        positions ``{(topic, partition): offset}`` (a private reader resuming).
     ignoretest : bool, optional
         Skip hop test messages (those with a ``_test`` header), as hop does.
+    until_eos : bool, optional
+        End :meth:`read` once every partition was read to its end.
+    config : dict, optional
+        librdkafka settings merged last (already checked by the client).
+    private_group : str, optional
+        The ``group.id`` librdkafka gets for a private reader (it never joins it).
     """
+
+    _igwn_alert_reader = True  # the listen loop's readiness and resume hooks are here
 
     def __init__(
         self,
@@ -178,121 +167,105 @@ class AlertReader:
         group_id: Optional[str] = None,
         start_at: StartSpec = None,
         ignoretest: bool = True,
+        until_eos: bool = False,
+        config: Optional[dict[str, Any]] = None,
+        private_group: Optional[str] = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = list(topics)
         self.group_id = group_id
         self.ignoretest = ignoretest
+        self.until_eos = until_eos
         self._start_at: StartSpec = StartPosition.LATEST if start_at is None else start_at
         self._private = group_id is None
+        self._credential = credential
         self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._on_ready: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._started = False
         self._pending: Optional[KafkaException] = None
         self._outage = False
         self._warned_missing: set[str] = set()
         self._assigned: set[tuple[str, int]] = set()
-        self._first_seen: set[tuple[str, int]] = set()
-        self._existing: set[tuple[str, int]] = set()
-        # partitions the watcher found, assigned by the reading thread (see _watch)
-        self._found: set[tuple[str, int]] = set()
-        self._credential = credential
-        config = base_config(
-            bootstrap,
-            credential,
-            {
-                "group.id": group_id or _random_group(),
-                "enable.auto.commit": not self._private,
-                "enable.auto.offset.store": False,
-                "auto.commit.interval.ms": 1000,
-                "auto.offset.reset": "latest",
-                "allow.auto.create.topics": False,
-                "topic.metadata.refresh.interval.ms": 5000,
-                "session.timeout.ms": 10000,
-                "heartbeat.interval.ms": 1000,
-                # a fetch waiting for data returns at once when an alert arrives on Kafka;
-                # brokers that do not wake it (librdkafka's mock) answer within this bound
-                "fetch.wait.max.ms": 100,
-                # catching up on a back-log: librdkafka stops fetching while its pre-fetch
-                # queue is full and, by default, looks again only 1 s later, stalling the
-                # listener (bench/run.py: replay ~68k -> ~132k alerts/s); 16 MB of
-                # pre-fetched alerts (~12,000 GraceDB alerts) keeps the pipe full with a
-                # quarter of the default's memory (RSS after 1M alerts: 129 -> 71 MB)
-                "fetch.queue.backoff.ms": 10,
-                "queued.max.messages.kbytes": 16384,
-                "partition.assignment.strategy": "cooperative-sticky",
-                "error_cb": self._on_error,
-            },
-        )
-        self._consumer = confluent_kafka.Consumer(config)
-        self._watcher: Optional[threading.Thread] = None
-        self._ready = threading.Event()
-        self._on_ready: list[Callable[[], None]] = []
-        try:
-            self._start()
-        except BaseException:
-            self._consumer.close()
-            self._closed = True
-            raise
+        self._replayed: set[tuple[str, int]] = set()
+        self._at_end: set[tuple[str, int]] = set()
+        self._ledger = Ledger()
+        self._extra = dict(config or {})
+        self._watcher: Optional[PartitionWatcher] = None
+        settings = reader_settings(private=self._private, until_eos=until_eos)
+        settings["group.id"] = group_id or private_group or "igwn-alert-private"
+        settings["error_cb"] = self._on_error
+        settings.update(self._extra)
+        self._kafka = confluent_kafka.Consumer(base_config(bootstrap, credential, settings))
+        self._consumer = AdcStyleConsumer(self, self._kafka)
 
-    # -- start-up -------------------------------------------------------------------------
+    # -- start-up (inside read(), so that stop() cuts it short) ----------------------------
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Describe the topics and assign or subscribe; False if stopped meanwhile."""
         partitions = self._describe()
-        self._existing = {tp for tps in partitions.values() for tp in tps}
+        if partitions is None:
+            return False
         if self._private:
-            self._assign(self._existing, initial=True)
-            self._watcher = threading.Thread(
-                target=self._watch, name="igwn-alert-metadata", daemon=True
-            )
-            self._watcher.start()
-            self._ready.set()
+            self._assign_private(partitions, initial=True)
+            self._watcher = PartitionWatcher(self.topics, self._watcher_config)
+            self._watcher.start(self._assigned)
+            self._set_ready()
         else:
-            self._consumer.subscribe(
+            self._kafka.subscribe(
                 self.topics,
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
+        return True
 
-    def _describe(
-        self, *, warn: bool = True, timeout: float = _METADATA_TIMEOUT
-    ) -> dict[str, set[tuple[str, int]]]:
-        """Return the partitions of each existing topic; warn about missing ones.
+    def _watcher_config(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return base_config(self.bootstrap, self._credential, extra)
 
-        At start-up (``warn``) librdkafka's callbacks are served between short requests,
-        so a refused credential is reported at once instead of as a time-out.
-        """
-        serve = (lambda: self._consumer.poll(0)) if warn else None
-        md = _errors.list_topics(
-            self._consumer,
-            timeout=timeout,
-            serve=serve,
-            failed=self._take_pending,
-            server=self.bootstrap,
-        )
-        self._raise_pending()
-        found: dict[str, set[tuple[str, int]]] = {}
+    def _describe(self) -> Optional[set[tuple[str, int]]]:
+        """The existing partitions of the topics (warning about missing ones), or None."""
+        deadline = time.monotonic() + _METADATA_TIMEOUT
+        while True:
+            if self._stop.is_set():
+                return None
+            try:
+                md = _errors.list_topics(
+                    self._kafka,
+                    timeout=0.5,
+                    serve=lambda: self._kafka.poll(0),
+                    failed=self._take_pending,
+                    server=self.bootstrap,
+                )
+                break
+            except BrokerUnreachableError:
+                if time.monotonic() >= deadline:
+                    raise
+        found: set[tuple[str, int]] = set()
         for topic in self.topics:
             meta = md.topics.get(topic)
             if meta is None or meta.error is not None:
-                meta = self._describe_one(topic, timeout)
+                meta = self._describe_one(topic)
+            if meta is not None and meta.error is not None:
+                exc = _errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
+                if exc is not None and not isinstance(exc, TopicNotFoundError):
+                    raise exc
+                meta = None
             if meta is None:
-                if warn:
-                    self._warn_missing(topic)
+                self._warn_missing(topic)
                 continue
-            found[topic] = {(topic, p) for p in meta.partitions}
+            found |= {(topic, p) for p in meta.partitions}
         return found
 
-    def _describe_one(self, topic: str, timeout: float) -> Any:
-        md = self._consumer.list_topics(topic=topic, timeout=timeout)
-        meta = md.topics.get(topic)
-        if meta is not None and meta.error is not None:
-            exc = _errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
-            if exc is not None and not isinstance(exc, TopicNotFoundError):
-                raise exc
-            return None
-        return meta
+    def _describe_one(self, topic: str) -> Any:
+        """Metadata of one topic (a credential may describe it without listing all)."""
+        try:
+            md = self._kafka.list_topics(topic=topic, timeout=_METADATA_TIMEOUT)
+        except confluent_kafka.KafkaException as exc:
+            raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
+        return md.topics.get(topic)
 
     def _warn_missing(self, topic: str) -> None:
         if topic not in self._warned_missing:
@@ -304,160 +277,105 @@ class AlertReader:
                 self.bootstrap,
             )
 
-    def _positions(self, tps: set[tuple[str, int]], initial: bool) -> list[TopicPartition]:
-        """Resolve where each partition starts."""
-        start = self._start_at
-        out: list[TopicPartition] = []
-        by_time: list[TopicPartition] = []
-        for topic, part in sorted(tps):
-            if not initial or (topic, part) not in self._existing:
-                out.append(TopicPartition(topic, part, OFFSET_BEGINNING))
-            elif isinstance(start, dict):
-                offset = start.get((topic, part))
-                out.append(TopicPartition(topic, part, OFFSET_END if offset is None else offset))
-            elif isinstance(start, datetime):
-                ms = int(start.replace(tzinfo=start.tzinfo or timezone.utc).timestamp() * 1000)
-                by_time.append(TopicPartition(topic, part, ms))
-            elif start == StartPosition.EARLIEST:
-                out.append(TopicPartition(topic, part, OFFSET_BEGINNING))
-            else:
-                by_time.append(TopicPartition(topic, part, -1))  # -1: the end, now
-        if by_time:
-            out.extend(self._resolve(by_time))
-        return out
-
-    def _resolve(self, tps: list[TopicPartition]) -> list[TopicPartition]:
-        """Turn timestamps (or -1, the end) into concrete offsets with one request."""
-        try:
-            resolved = self._consumer.offsets_for_times(tps, timeout=_METADATA_TIMEOUT)
-        except confluent_kafka.KafkaException as exc:
-            log.warning("cannot look up start offsets (%s); starting at the newest", exc)
-            return [TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in tps]
-        out = []
-        for tp in resolved:
-            offset = tp.offset if tp.offset >= 0 else OFFSET_END
-            out.append(TopicPartition(tp.topic, tp.partition, offset))
-        return out
-
-    def _assign(self, tps: set[tuple[str, int]], initial: bool) -> None:
-        new = {tp for tp in tps if tp not in self._assigned}
+    def _assign_private(self, keys: set[tuple[str, int]], initial: bool) -> None:
+        """Assign partitions of a private reader at concrete offsets, noted in the ledger."""
+        new = sorted(k for k in keys if k not in self._assigned)
         if not new:
             return
-        positions = self._positions(new, initial)
-        self._consumer.incremental_assign(positions)
-        with self._lock:  # the watcher reads it
-            self._assigned |= new
-        log.debug("assigned %s", positions)
+        offsets: dict[tuple[str, int], int] = {}
+        lookup = []
+        for key in new:
+            offset = wanted_offset(self._start_at, key) if initial else OFFSET_BEGINNING
+            if offset is None and isinstance(self._start_at, dict):
+                offset = OFFSET_BEGINNING  # appeared while the reader was away
+            if offset is None:
+                lookup.append(key)
+            else:
+                offsets[key] = offset
+        if lookup:
+            at = self._start_at if isinstance(self._start_at, datetime) else None
+            try:
+                offsets.update(replay_offsets(self._kafka, at, lookup, _LOOKUP_TIMEOUT))
+            except confluent_kafka.KafkaException as exc:
+                raise _kafka_error(exc, server=self.bootstrap, group=None) from None
+        for key, offset in offsets.items():
+            self._ledger.start(key, offset)
+        self._kafka.incremental_assign([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+        self._assigned |= set(new)
+        log.debug("assigned %s", offsets)
 
-    # -- group membership (consumer group) ----------------------------------------------
+    # -- group membership (librdkafka calls these from poll/consume) ----------------------
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
-            committed = consumer.committed(partitions, timeout=_METADATA_TIMEOUT)
-        except confluent_kafka.KafkaException as exc:
-            log.warning("cannot read committed positions (%s)", exc)
-            committed = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        replay = self._start_at if not isinstance(self._start_at, StartPosition) else None
-        if self._start_at == StartPosition.EARLIEST:
-            replay = StartPosition.EARLIEST
-        chosen: list[TopicPartition] = []
-        fresh: set[tuple[str, int]] = set()
-        for tp in committed:
-            key = (tp.topic, tp.partition)
-            first = key not in self._first_seen
-            self._first_seen.add(key)
-            if replay is not None and first:
-                fresh.add(key)
-            elif tp.offset >= 0:
-                chosen.append(TopicPartition(tp.topic, tp.partition, tp.offset))
-            else:
-                fresh.add(key)
-        if fresh:
-            resolved = self._positions(fresh, initial=True)
-            chosen.extend(resolved)
-            concrete = [tp for tp in resolved if tp.offset >= 0]
-            if concrete:
-                try:  # record the start position at once, so a crash resumes from it
-                    consumer.commit(offsets=concrete, asynchronous=False)
-                except confluent_kafka.KafkaException as exc:
-                    log.warning("cannot commit start positions (%s)", exc)
-        consumer.incremental_assign(chosen)
-        self._assigned |= {(tp.topic, tp.partition) for tp in chosen}
+            chosen = self._replay(partitions)
+            consumer.incremental_assign(chosen)
+        except Exception as exc:  # noqa: BLE001 - never raise into librdkafka
+            self._fail(exc)
+            return
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self._set_ready()
-        log.info("assigned partitions %s", [(tp.topic, tp.partition) for tp in chosen])
+        log.info("assigned partitions %s", [(tp.topic, tp.partition) for tp in partitions])
+
+    def _replay(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Partitions as librdkafka gave them, or at the replay start the first time."""
+        start = self._start_at
+        if not (start == StartPosition.EARLIEST or isinstance(start, datetime)):
+            return partitions  # librdkafka resolves the committed position
+        first = [(tp.topic, tp.partition) for tp in partitions]
+        first = [k for k in first if k not in self._replayed]
+        self._replayed |= set(first)
+        if start == StartPosition.EARLIEST:
+            offsets = dict.fromkeys(first, OFFSET_BEGINNING)
+        else:
+            offsets = replay_offsets(self._kafka, start, first, _LOOKUP_TIMEOUT)
+        return [
+            TopicPartition(tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), tp.offset))
+            for tp in partitions
+        ]
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._commit(consumer)
-        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
-        log.info("partitions taken away: %s", [(tp.topic, tp.partition) for tp in partitions])
-
-    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
-        log.warning("partitions lost: %s", [(tp.topic, tp.partition) for tp in partitions])
-
-    @staticmethod
-    def _commit(consumer: Any) -> None:
         try:
-            consumer.commit(asynchronous=False)
+            consumer.commit(asynchronous=False)  # what was stored: alerts done
         except confluent_kafka.KafkaException as exc:
             if exc.args[0].code() != confluent_kafka.KafkaError._NO_OFFSET:
                 log.warning("cannot commit positions: %s", exc.args[0].str())
+        except Exception as exc:  # noqa: BLE001 - never raise into librdkafka
+            log.warning("cannot commit positions: %s", exc)
+        self._drop(partitions, "partitions taken away: %s", logging.INFO)
 
-    # -- metadata watch (private reader) ------------------------------------------------
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._drop(partitions, "partitions lost: %s", logging.WARNING)
 
-    def _watch(self) -> None:
-        """Look for new topics and partitions; the reading thread assigns them.
-
-        The watcher never touches the consumer: with confluent-kafka 2.x a call on a
-        consumer (``list_topics``, ``incremental_assign``) from another thread blocks for
-        as long as the reading thread keeps polling it, so new topics and partitions were
-        never picked up. It asks its own metadata client instead and leaves what it found
-        in ``_found`` for :meth:`read` to assign between two polls.
-        """
-        admin: Any = None
-        while not self._stop.is_set():
-            with self._lock:
-                known = {tp[0] for tp in self._assigned | self._found}
-            missing = any(t not in known for t in self.topics)
-            if self._stop.wait(_WATCH_FAST if missing else _WATCH_SLOW):
-                return
-            try:
-                if admin is None:
-                    admin = confluent_kafka.admin.AdminClient(
-                        base_config(self.bootstrap, self._credential, {"error_cb": _ignore})
-                    )
-                md = admin.list_topics(timeout=_WATCH_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - keep watching through outages
-                log.debug("metadata check failed: %s", exc)
-                continue
-            tps = set()
-            for topic in self.topics:
-                meta = md.topics.get(topic)
-                if meta is not None and meta.error is None:
-                    tps |= {(topic, p) for p in meta.partitions}
-            with self._lock:
-                if self._closed:
-                    return
-                new = tps - self._assigned - self._found
-                if new:
-                    log.info("new partitions to read: %s", sorted(new))
-                    self._found |= new
-
-    def _assign_found(self) -> None:
-        """Assign what the watcher found (in the reading thread)."""
-        with self._lock:
-            new, self._found = self._found, set()
-        if new:
-            self._assign(new, initial=False)
+    def _drop(self, partitions: list[TopicPartition], text: str, level: int) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= keys
+        self._at_end -= keys
+        self._ledger.forget(keys)
+        log.log(level, text, sorted(keys))
 
     # -- errors -----------------------------------------------------------------------------
 
     def _on_error(self, error: Any) -> None:
-        exc = _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
-        if exc is not None and self._pending is None:
+        try:
+            exc = _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
+            credential = isinstance(exc, (AuthenticationError, AuthorizationError))
+            if exc is None or (credential and self._ready.is_set() and not error.fatal()):
+                # once listening, a refused credential is what a broker restart looks like
+                # (SCIMMA's do this): librdkafka retries, so do we
+                self._transient(error)
+            elif self._pending is None:
+                self._pending = exc
+        except Exception:
+            log.exception("cannot handle a Kafka error")
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, confluent_kafka.KafkaException):
+            exc = _kafka_error(exc, server=self.bootstrap, group=self.group_id)
+        if not isinstance(exc, KafkaException):
+            exc = BrokerUnreachableError(f"Kafka request to {self.bootstrap} failed: {exc}")
+        if self._pending is None:
             self._pending = exc
-            return
-        self._transient(error)
 
     def _transient(self, error: Any) -> None:
         if not self._outage:
@@ -471,15 +389,15 @@ class AlertReader:
         return exc
 
     def _raise_pending(self) -> None:
-        exc = self._pending
+        exc = self._take_pending()
         if exc is not None:
-            self._pending = None
             raise exc
 
     def _message_error(self, message: Any) -> None:
         error = message.error()
         code = error.code()
         if code == confluent_kafka.KafkaError._PARTITION_EOF:
+            self._at_end.add((message.topic(), message.partition()))
             return
         topic = message.topic()
         if code in _errors.UNKNOWN_TOPIC:
@@ -487,9 +405,13 @@ class AlertReader:
                 self._warn_missing(topic)
             return
         exc = _errors.exception_for(error, topic=topic, group=self.group_id, server=self.bootstrap)
-        if exc is not None:
-            raise exc
-        self._transient(error)
+        credential = isinstance(exc, (AuthenticationError, AuthorizationError))
+        if exc is None or (credential and self._ready.is_set() and not error.fatal()):
+            self._transient(error)
+            return
+        raise exc
+
+    # -- readiness ----------------------------------------------------------------------------
 
     def _set_ready(self) -> None:
         if not self._ready.is_set():
@@ -500,8 +422,8 @@ class AlertReader:
     def when_ready(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` once the reader is positioned (at once if it already is).
 
-        A private reader is positioned when it opens; a consumer-group reader once the
-        group gave it its first partitions.
+        A private reader is positioned once it assigned its partitions; a consumer-group
+        reader once the group gave it its first partitions.
 
         Parameters
         ----------
@@ -513,7 +435,11 @@ class AlertReader:
         else:
             self._on_ready.append(hook)
 
-    # -- the hop Consumer API ------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------------
+
+    def _finished(self) -> bool:
+        """until_eos: every partition held was read to its end."""
+        return self._ready.is_set() and self._at_end >= self._assigned
 
     def read(
         self,
@@ -523,7 +449,7 @@ class AlertReader:
         batch_timeout: timedelta = timedelta(seconds=0.2),
         **kwargs: Any,
     ) -> Iterator[Any]:
-        """Yield alerts as they arrive, until :meth:`stop` is called.
+        """Yield alerts as they arrive, until :meth:`stop` (or the end, with ``until_eos``).
 
         Parameters
         ----------
@@ -533,36 +459,71 @@ class AlertReader:
             Mark an alert done when the next one is asked for (hop's behaviour). Pass False
             and call :meth:`mark_done` yourself to mark it done after handling it.
         batch_size : int, optional
-            At least this many buffered alerts are taken at once. The reader never waits to
-            fill a batch: it takes what is buffered, and otherwise waits for the next alert.
+            How many buffered alerts to take at once at first; batches grow while the
+            caller handles them quickly and shrink when it is slow, so that a consumer
+            group member calls librdkafka often enough to stay in its group.
         batch_timeout : datetime.timedelta, optional
-            Accepted for hop compatibility; waiting is bounded by 0.02 s slices instead.
+            Accepted for hop compatibility; an alert that arrived is never held back.
         **kwargs
             Ignored (hop compatibility).
 
         Yields
         ------
         payload or (payload, hop.io.Metadata)
-            The decoded alert (a hop model; see :func:`decode_message`).
+            The decoded alert (a hop model; raw bytes as a :class:`hop.models.Blob`).
 
         Raises
         ------
         adc.errors.KafkaException
-            For a fatal error, a refused credential or a missing ACL.
+            For a fatal error, a refused credential or a missing ACL (each reported once).
         """
-        consumer = self._consumer
-        consume = consumer.consume
-        poll = consumer.poll
-        drain = max(_DRAIN, int(batch_size))
-        stop = self._stop
-        ignoretest = self.ignoretest
+        for message, headers, fmt in self._messages(max(1, int(batch_size)), autocommit):
+            payload = decode(message, fmt)
+            yield (payload, _metadata(message, headers)) if metadata else payload
+
+    def read_raw(self, metadata: bool = False, autocommit: bool = True, **kwargs: Any) -> Any:
+        """Yield the raw :class:`confluent_kafka.Message` objects (hop's ``read_raw``).
+
+        Parameters
+        ----------
+        metadata : bool, optional
+            Yield ``(message, hop.io.Metadata)`` pairs.
+        autocommit : bool, optional
+            As for :meth:`read`.
+        **kwargs
+            ``batch_size`` as for :meth:`read`; others ignored.
+
+        Yields
+        ------
+        confluent_kafka.Message or (confluent_kafka.Message, hop.io.Metadata)
+            The messages.
+        """
+        size = max(1, int(kwargs.get("batch_size", 1)))
+        for message, headers, _fmt in self._messages(size, autocommit):
+            yield (message, _metadata(message, headers)) if metadata else message
+
+    def _messages(self, take: int, autocommit: bool) -> Iterator[Any]:
+        """The hot loop: messages in order, errors raised, positions never touched."""
+        if not self._started:
+            self._started = True
+            if not self._start():
+                return
+        kafka = self._kafka
+        consume, poll = kafka.consume, kafka.poll
+        stop, ignoretest, guard = self._stop, self.ignoretest, not self._private
+        until_eos = self.until_eos
+        limit = _DRAIN
         previous = None
         while not stop.is_set():
             if self._pending is not None:
                 self._raise_pending()
-            if self._found:
-                self._assign_found()
-            batch = consume(drain, 0)
+            if self._watcher is not None:
+                found = self._watcher.take()
+                if found:
+                    self._assign_private(found, initial=False)
+            if until_eos and self._finished():
+                break
+            batch = consume(take, 0)
             if not batch:
                 first = poll(_POLL_SLICE)
                 if first is None:
@@ -571,60 +532,132 @@ class AlertReader:
             if self._outage:
                 self._outage = False
                 log.warning("Kafka broker %s: connection restored", self.bootstrap)
-            for message in batch:
+            began = time.perf_counter()
+            for index, message in enumerate(batch):
                 if message.error() is not None:
                     self._message_error(message)
                     continue
                 # one pass over the headers (librdkafka converts them once per message)
-                # finds the hop format and the test flag
-                headers: Any = message.headers()  # a list of (str, bytes) when reading
+                headers: Any = message.headers()
                 fmt = None
                 if headers:
                     test = False
-                    for key, header in headers:
+                    for key, value in headers:
                         if key == "_format":
                             if fmt is None:
-                                fmt = header
+                                fmt = value
                         elif key == "_test":
                             test = True
                     if test and ignoretest:
                         continue
+                if until_eos:
+                    self._at_end.discard((message.topic(), message.partition()))
                 if previous is not None:
-                    self._store(previous)
+                    self._done(previous)
                     previous = None
-                payload = _decode(message, fmt)
                 if autocommit:
                     previous = message
-                yield (payload, _metadata(message, headers)) if metadata else payload
+                yield message, headers, fmt
                 if stop.is_set():
                     break
+                if guard and time.perf_counter() - began > _BATCH_BUDGET * 4:
+                    self._rewind(batch[index + 1 :])  # stay in the group: poll again now
+                    break
+            spent = time.perf_counter() - began
+            if spent > _BATCH_BUDGET:
+                take = max(1, int(take * _BATCH_BUDGET / spent))
+            elif spent < _BATCH_BUDGET / 4 and take < limit:
+                take = min(limit, take * 2)
         if previous is not None:
-            self._store(previous)
+            self._done(previous)
 
-    def _store(self, message: Any) -> None:
-        if not self._private:
+    def _rewind(self, rest: list[Any]) -> None:
+        """Give back alerts taken but not handed out (librdkafka fetches them again)."""
+        first: dict[tuple[str, int], int] = {}
+        for message in rest:
+            if message.error() is None:
+                key = (message.topic(), message.partition())
+                first.setdefault(key, message.offset())
+        for (topic, part), offset in first.items():
             try:
-                self._consumer.store_offsets(message=message)
+                self._kafka.seek(TopicPartition(topic, part, offset))
             except confluent_kafka.KafkaException as exc:
-                log.debug("cannot store the offset (partition revoked?): %s", exc)
+                log.debug("cannot seek %s[%d] back to %d: %s", topic, part, offset, exc)
+
+    # -- positions --------------------------------------------------------------------------
+
+    def _done(self, message: Any, asynchronous: bool = True) -> None:
+        self._ledger.done((message.topic(), message.partition()), message.offset())
+        if self._private:
+            return
+        try:
+            if asynchronous:
+                self._kafka.store_offsets(message=message)
+            else:
+                self._kafka.commit(message=message, asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            log.debug("cannot store the offset (partition revoked?): %s", exc)
 
     def mark_done(self, metadata: Any, asynchronous: bool = True) -> None:
-        """Mark an alert handled, so that its consumer group resumes after it.
+        """Mark an alert handled, so that neither a reopen nor its group delivers it again.
 
         Parameters
         ----------
         metadata : hop.io.Metadata
             The alert's metadata, as yielded by :meth:`read`.
         asynchronous : bool, optional
-            False commits at once; True (default) lets the next periodic commit do it.
+            False commits at once (consumer group); True (default) stores the offset for
+            librdkafka's next commit.
         """
-        if self._private:
-            return
-        raw = metadata._raw
-        if asynchronous:
-            self._store(raw)
-        else:
-            self._consumer.commit(message=raw, asynchronous=False)
+        self._done(metadata._raw, asynchronous)
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """Where each partition held resumes: the first alert not done yet.
+
+        Returns
+        -------
+        dict
+            ``(topic, partition) -> offset``; pass it as ``start_at`` to a new reader.
+        """
+        return self._ledger.snapshot()
+
+    # -- hop Consumer API ------------------------------------------------------------------
+
+    @staticmethod
+    def is_test(message: Any) -> bool:
+        """Whether a raw message is a hop test message (has a ``_test`` header).
+
+        Parameters
+        ----------
+        message : confluent_kafka.Message
+            The message.
+
+        Returns
+        -------
+        bool
+            True for a test message.
+        """
+        headers = message.headers()
+        return bool(headers) and any(name == "_test" for name, _ in headers)
+
+    def list_topics(self, timeout: float = -1.0) -> dict[str, Any]:
+        """Return the topics visible to this reader's credential (hop's ``list_topics``).
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds; negative for librdkafka's default.
+
+        Returns
+        -------
+        dict
+            Topic name -> :class:`confluent_kafka.admin.TopicMetadata`.
+        """
+        try:
+            md = self._kafka.list_topics(timeout=timeout if timeout >= 0 else _METADATA_TIMEOUT)
+        except confluent_kafka.KafkaException as exc:
+            raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
+        return {t: d for t, d in md.topics.items() if d.error is None}
 
     def stop(self) -> None:
         """Make :meth:`read` return (thread-safe; takes effect within 0.02 s)."""
@@ -637,10 +670,14 @@ class AlertReader:
             if self._closed:
                 return
             self._closed = True
+        if self._watcher is not None:
+            self._watcher.stop()
         try:
-            self._consumer.close()
+            self._kafka.close()
         except RuntimeError:  # already closed
             pass
+        except confluent_kafka.KafkaException as exc:
+            log.warning("closing the consumer: %s", exc)
 
     def __enter__(self) -> AlertReader:
         return self

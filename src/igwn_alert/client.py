@@ -9,6 +9,8 @@ migration guide for what is better here) and delegates the work to the modules t
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Literal, Optional, Union, overload
 from urllib.parse import unquote
@@ -18,10 +20,12 @@ import hop.list_topics
 from adc.kafka import parse_kafka_url
 from hop import Stream
 from hop.auth import AmbiguousCredentialError, Auth, select_matching_auth
+from hop.io import StartPosition
 
 from . import _listening
-from ._credentials import resolve_credentials
+from ._credentials import private_group_id, resolve_credentials
 from ._deprecated import DeprecatedMethods
+from ._kafka_config import check_user_config
 from ._publishing import AlertWriter, ProducerPool
 from ._reading import AlertReader
 from ._sessions import WriterMap
@@ -90,6 +94,11 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         Seconds to wait before reopening.
     jsonpp_on : bool, optional
         Pretty-print JSON when listening without a callback.
+    config : mapping, optional
+        librdkafka settings (``{"session.timeout.ms": 45000}``), keyword only, merged last
+        into every reader's and writer's configuration. Settings the client must own
+        (``group.id``, ``enable.auto.commit``, ``enable.auto.offset.store``, credentials,
+        callbacks, ...) are refused with a ValueError.
 
     Attributes
     ----------
@@ -99,7 +108,12 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         Set by :meth:`stop`.
     listening : threading.Event
         Set while :meth:`listen` has its stream open and positioned (an addition of this
-        client: wait on it to know that alerts published from now on will be seen).
+        client: wait on it to know that alerts published from now on will be seen). Its
+        truth value is whether it is set; assigning ``False`` to it stops the listener, as
+        igwn-alert 0.6.3 code does.
+    listen_stream : stream or None
+        The stream the running :meth:`listen` reads (0.6.3's name; 0.7.0 calls it
+        ``_listen_stream``); ``listen_stream._consumer.stop()`` stops the listener.
     auth_obj : hop.auth.Auth, list of hop.auth.Auth, or False
         The credential chosen.
 
@@ -135,7 +149,11 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         listen_retries: int = DEFAULT_LISTEN_RETRIES,
         retry_wait: float = DEFAULT_RETRY_WAIT,
         jsonpp_on: bool = False,
+        *,
+        config: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        self.config_overrides = check_user_config(config)
+        self._listen_lock = threading.Lock()
         self._apply_settings(
             server=server,
             port=port,
@@ -150,7 +168,7 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         )
         self._producers = ProducerPool()
         self._listen_stream: Any = None
-        self.auth_obj = resolve_credentials(
+        self.auth_obj = self._resolve_auth(
             username=username,
             password=password,
             auth=auth,
@@ -160,6 +178,10 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
             port=port,
         )
         super().__init__(auth=self.auth_obj)
+
+    def _resolve_auth(self, **where: Any) -> Any:
+        """Choose the credential (the contract's order; the in-memory client reads no file)."""
+        return resolve_credentials(**where)
 
     @property
     def delivery_timeout(self) -> timedelta:
@@ -261,13 +283,17 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         if mode == "r":
             if not topics:
                 raise ValueError(f"no topic(s) in the URL {url}")
+            start_at = kwargs.get("start_at", self.start_at)
             return AlertReader(
                 bootstrap,
                 topics,
                 credential,
                 group_id=group_id,
-                start_at=kwargs.get("start_at"),
+                start_at=None if start_at == StartPosition.LATEST else start_at,
                 ignoretest=ignoretest,
+                until_eos=bool(kwargs.get("until_eos", self.until_eos)),
+                config=self.config_overrides,
+                private_group=private_group_id(credential),
             )
         raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")
 
@@ -294,6 +320,9 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         topic: Optional[TopicSpec] = None,
         *,
         since: _listening.Since = None,
+        on_failure: _listening.OnFailure = "raise",
+        max_messages: Optional[int] = None,
+        until_eos: bool = False,
     ) -> None:
         """Call ``callback(topic=..., payload=...)`` for each alert, until :meth:`stop`.
 
@@ -309,19 +338,63 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
             Replay: start from the earliest retained alert, from a point in time, or from
             that long ago. None starts at the newest alert (or where the consumer group left
             off).
+        on_failure : "raise", "skip" or callable, optional
+            What happens to an alert whose callback failed for good (see the delivery
+            guide): ``"raise"`` (default) lets the exception leave ``listen()`` with the
+            alert not done; ``"skip"`` logs it at ERROR (topic, partition, offset, uid) and
+            goes on; a callable ``handler(alert, exc)`` gets an :class:`igwn_alert.Alert`
+            (for a dead-letter file or topic), and the alert is done once it returned.
+        max_messages : int, optional
+            Return once this many alerts are done.
+        until_eos : bool, optional
+            Return once every partition was read to its end (what is there now).
 
         Raises
         ------
+        RuntimeError
+            If another thread is already running ``listen()`` on this client.
         adc.errors.KafkaException
             A fatal Kafka error (after the retries, if ``retry_on_fatal``), a refused
-            credential or a missing ACL.
+            credential, a missing ACL, or an unreachable broker at start-up (retried,
+            with ``retry_on_fatal``).
         Exception
-            Whatever the callback raised (that alert is not marked done).
+            Whatever the callback raised, with ``on_failure="raise"`` (that alert is not
+            done: a consumer group delivers it again).
         """
+        options: dict[str, Any] = {"until_eos": True} if until_eos else {}
+        self._listen(callback, topic, since, on_failure, max_messages, options)
+
+    def _listen(
+        self,
+        callback: Optional[_listening.Callback],
+        topic: Optional[TopicSpec],
+        since: _listening.Since,
+        on_failure: _listening.OnFailure,
+        max_messages: Optional[int],
+        options: dict[str, Any],
+    ) -> None:
+        """listen(), with options for ``open()`` (the in-memory client adds its own)."""
+        policy = _listening.check_on_failure(on_failure)
         start_at = _listening.parse_since(since)
-        topics = _listening.resolve_listen_topics(self, topic)
-        log.info("Listening to %d topic(s) on %s", len(topics), self.server)
-        _listening.listen(self, callback, topics, start_at)
+        if not self._listen_lock.acquire(blocking=False):
+            raise RuntimeError(
+                "listen() is already running on this client in another thread; use one "
+                "client per listener (several clients may share a consumer_group)"
+            )
+        try:
+            topics = _listening.resolve_listen_topics(self, topic)
+            log.info("Listening to %d topic(s) on %s", len(topics), self.server)
+            _listening.listen(
+                self,
+                callback,
+                topics,
+                start_at,
+                on_failure=policy,
+                max_messages=max_messages,
+                **options,
+            )
+        finally:
+            self._listen_lock.release()
 
     def stop(self) -> None:
         """Make the running :meth:`listen` return (thread-safe, within 0.5 s).
@@ -332,6 +405,23 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         stream = self._listen_stream
         if stream is not None:
             stream.stop()
+
+    @property  # type: ignore[override]
+    def listening(self) -> _listening.ListeningFlag:
+        """Set while listen() is positioned; assigning False stops it (0.6.3 code does)."""
+        return self._listening_flag
+
+    @listening.setter
+    def listening(self, value: Any) -> None:
+        if isinstance(value, threading.Event):
+            self._listening_flag = _listening.ListeningFlag.adopt(value)
+        elif not value:
+            self.stop()
+
+    @property
+    def listen_stream(self) -> Any:
+        """The stream the running listen() reads, or None (igwn-alert 0.6.3's name)."""
+        return self._listen_stream
 
     # -- publishing -------------------------------------------------------------------------
 

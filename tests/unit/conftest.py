@@ -298,6 +298,7 @@ class FakeConsumer:
     missing: set[str] = set()  # topics the broker does not know
     END = 42  # the "newest" offset of every partition
     COMMITTED = 0  # where the consumer group left off
+    COMMITTED_TIMES_OUT = False  # committed() raises _TIMED_OUT
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -317,16 +318,27 @@ class FakeConsumer:
         return _metadata(sorted(names - type(self).missing))
 
     def subscribe(self, topics: list[str], on_assign: Any = None, **kwargs: Any) -> None:
-        from confluent_kafka import TopicPartition
-
         self.subscribed = list(topics)
         self.on_assign = on_assign
-        if on_assign is not None:
-            on_assign(self, [TopicPartition(t, 0) for t in topics])
+        self._join_pending = True  # as librdkafka: the assignment arrives from a later poll
+
+    def _serve(self) -> None:
+        """What librdkafka's poll does first: run a pending re-balance callback."""
+        from confluent_kafka import OFFSET_INVALID, TopicPartition
+
+        if getattr(self, "_join_pending", False):
+            self._join_pending = False
+            partitions = [TopicPartition(t, 0, OFFSET_INVALID) for t in self.subscribed]
+            if self.on_assign is not None:
+                self.on_assign(self, partitions)
+            else:
+                self.incremental_assign(partitions)
 
     def committed(self, partitions: list[Any], timeout: float = -1) -> list[Any]:
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+        if self.COMMITTED_TIMES_OUT:  # as during a re-balance on a busy broker
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         return [TopicPartition(tp.topic, tp.partition, self.COMMITTED) for tp in partitions]
 
     def offsets_for_times(self, partitions: list[Any], timeout: float = -1) -> list[Any]:
@@ -341,10 +353,12 @@ class FakeConsumer:
         self.assigned.extend(partitions)
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        self._serve()
         batch, self.queue = self.queue[:num_messages], self.queue[num_messages:]
         return batch
 
     def poll(self, timeout: Optional[float] = None) -> Optional[FakeMessage]:
+        self._serve()
         if self.queue:
             return self.queue.pop(0)
         time.sleep(min(timeout or 0, 0.1))
@@ -355,6 +369,9 @@ class FakeConsumer:
 
     def commit(self, message: Any = None, offsets: Any = None, asynchronous: bool = True) -> None:
         self.committed_calls.append(message or offsets)
+
+    def seek(self, partition: Any) -> None:
+        self.sought = [*getattr(self, "sought", []), partition]
 
     def close(self) -> None:
         self.closed = True

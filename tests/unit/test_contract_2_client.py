@@ -58,8 +58,11 @@ def test_2_1_every_stream_goes_through_self_open(patched_open):
 
 def test_2_2_signature_order_and_defaults():
     params = list(inspect.signature(client).parameters.values())
-    assert [(p.name, p.default) for p in params] == SIGNATURE
-    for p in params:
+    positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    assert [(p.name, p.default) for p in positional] == SIGNATURE
+    # additions of this client are keyword-only, so positional callers are unaffected
+    assert [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY] == ["config"]
+    for p in positional:
         assert p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, p.name
 
 

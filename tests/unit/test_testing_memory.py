@@ -538,7 +538,9 @@ def test_a_delivered_alert_resets_the_retry_count(bus: InMemoryBroker) -> None:
     assert attempts == {0: 3, 1: 3, 2: 3, 3: 3}
 
 
-def test_non_fatal_error_from_callback_continues(bus: InMemoryBroker) -> None:
+def test_non_fatal_error_from_callback_is_retried_then_the_policy_applies(
+    bus: InMemoryBroker,
+) -> None:
     bus.inject("t", 1)
     bus.inject("t", 2)
     calls: list[Any] = []
@@ -547,11 +549,14 @@ def test_non_fatal_error_from_callback_continues(bus: InMemoryBroker) -> None:
         calls.append(payload)
         raise FakeNonFatalKafkaException
 
-    c = InMemoryClient(broker=bus)
+    c = InMemoryClient(broker=bus, retry_wait=0.0)
+    with pytest.raises(type(FakeNonFatalKafkaException)):
+        c.listen(failing, "t")  # on_failure="raise": never silently dropped
+    assert calls == [1, 1, 1]  # listen_retries calls, then the exception leaves listen()
+    c.listen(failing, "t", on_failure="skip")
+    assert calls == [1, 1, 1, 1, 1, 1, 2, 2, 2]  # still not done, so delivered again
     c.listen(failing, "t")
-    assert calls == [1, 2]
-    c.listen(failing, "t")
-    assert calls == [1, 2]  # both counted as handled
+    assert calls == [1, 1, 1, 1, 1, 1, 2, 2, 2]  # skipped ones are done
 
 
 def test_other_exception_from_callback_propagates_and_redelivers(bus: InMemoryBroker) -> None:

@@ -1,8 +1,10 @@
 """An in-memory alert bus and a client for it: test alert handlers with no broker at all.
 
-:class:`InMemoryClient` has the API of :class:`igwn_alert.client` (same constructor
-keywords, same methods, same error messages, same decoding of payloads, same callback
-call) but publishes to and listens on an :class:`InMemoryBroker`, a plain Python object.
+:class:`InMemoryClient` *is* :class:`igwn_alert.client` on another transport: its
+``open()`` returns readers and writers of an :class:`InMemoryBroker` (a plain Python
+object) instead of Kafka streams, so ``listen()`` runs the client's one listen loop — the
+same decoding, callback call, failure policy (``on_failure``), retries and resume as in
+production — and publishing goes through the same writer map.
 
 .. rubric:: How delivery works
 
@@ -22,32 +24,30 @@ call) but publishes to and listens on an :class:`InMemoryBroker`, a plain Python
 * An alert published from inside a callback (a handler that publishes a follow-up) is
   appended to the log and delivered later in the same ``listen()`` if it is on one of its
   topics: delivery never recurses.
-* An alert counts as handled when the callback returns. If the callback raises, the
-  exception leaves ``listen()`` and the same alert is delivered again next time.
+* An alert counts as handled when the callback returns; what happens when it raises is
+  the client's failure policy (see :meth:`igwn_alert.client.listen`), exactly as on Kafka.
 * :meth:`InMemoryBroker.inject_error` puts a Kafka error in the log; a listener that
   reaches it handles it as the real client handles an error from the stream: a fatal one
   ends ``listen()`` with the exception (or is retried, with ``retry_on_fatal``), a
-  non-fatal one is logged. A fatal ``KafkaException`` raised by the callback is retried
-  or raised the same way; a non-fatal one is logged and the alert counts as handled.
+  non-fatal one is logged and the stream reopened.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Union
 
-from .._deprecated import DeprecatedMethods
-from .._sessions import WriterMap
-from .._settings import ClientSettings
-from .._topics import TopicSpec, base_url, normalize_topics, short_name, topic_url
+from .._topics import TopicSpec, normalize_topics
+from ..client import client
+from ._memory_transport import ALL_TOPICS as _ALL_TOPICS
+from ._memory_transport import Cursor, MemoryReader
+from ._memory_transport import MemoryWriter as InMemoryWriter
 
 __all__ = [
     "InMemoryBroker",
@@ -61,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ALL_TOPICS = "*"  # the log key of errors injected for every topic
 
 #: ``since`` values accepted by :meth:`InMemoryClient.listen`.
 Since = Union[None, str, datetime, timedelta]
@@ -124,48 +123,19 @@ class Record:
         object
             A str or dict for hop JSON, else what the client's decoding rules give.
         """
-        from .._listening import unwrap
-        from .._reading import decode_message
+        from .._decoding import decode_message, unwrap
+        from ._memory_transport import view
 
-        return unwrap(decode_message(_MessageView(self)))
-
-
-class _MessageView:
-    """A :class:`Record` seen through the confluent_kafka.Message methods."""
-
-    def __init__(self, record: Record) -> None:
-        self._record = record
-
-    def value(self) -> bytes:
-        return self._record.value
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return list(self._record.headers)
-
-    def topic(self) -> str:
-        return self._record.topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._record.seq
-
-    def key(self) -> None:
-        return None
-
-    def error(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._record.timestamp_ms())
+        return unwrap(decode_message(view(self)))
 
 
-def _encode(msg: Any) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _encode(
+    msg: Any, headers: Any = None, test: bool = False
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     """Encode an alert as the real client does (hop's encoding)."""
     from hop.io import Producer as HopProducer
 
-    value, headers = HopProducer.pack(msg)
+    value, headers = HopProducer.pack(msg, headers=headers, test=test)
     if isinstance(value, str):
         value = value.encode("utf-8")
     return bytes(value), [(str(k), bytes(v)) for k, v in headers]
@@ -196,7 +166,7 @@ class InMemoryBroker:
         self._seq = 0
         self._records: dict[int, Record] = {}
         self._by_topic: dict[str, list[int]] = {}
-        self._group_positions: dict[str, dict[str, int]] = {}
+        self._group_positions: dict[str, Cursor] = {}
 
     def __repr__(self) -> str:
         with self._cond:
@@ -216,7 +186,15 @@ class InMemoryBroker:
             self._cond.notify_all()
             return record
 
-    def append(self, topic: str, msg: Any, *, source: str = "publish") -> Record:
+    def append(
+        self,
+        topic: str,
+        msg: Any,
+        *,
+        source: str = "publish",
+        headers: Any = None,
+        test: bool = False,
+    ) -> Record:
         """Encode ``msg`` as hop does and append it to a broker topic.
 
         This is what :class:`InMemoryClient` publishing calls; tests usually call
@@ -230,6 +208,10 @@ class InMemoryBroker:
             The alert.
         source : str, optional
             ``'publish'`` (default) or ``'inject'``.
+        headers : list of (str, bytes), optional
+            Extra headers, as hop takes them.
+        test : bool, optional
+            Mark it as a hop test message.
 
         Returns
         -------
@@ -241,8 +223,8 @@ class InMemoryBroker:
         TypeError
             If hop cannot encode ``msg``.
         """
-        value, headers = _encode(msg)
-        return self._append(topic, value=value, headers=headers, source=source)
+        value, full_headers = _encode(msg, headers, test)
+        return self._append(topic, value=value, headers=full_headers, source=source)
 
     def inject(self, topic: str, payload: Any, group: str = "gracedb") -> Record:
         """Add an alert as if GraceDB had published it.
@@ -409,55 +391,9 @@ class InMemoryBroker:
         """
         return [r.decode() for r in self.records(topic, group) if r.source == "publish"]
 
-    # -- delivery (used by InMemoryClient) ---------------------------------------------
-
-    def _positions_for(
-        self, consumer_group: Optional[str], private: dict[str, int]
-    ) -> dict[str, int]:
-        if consumer_group is None:
-            return private
-        return self._group_positions.setdefault(consumer_group, {})
-
-    def _next(self, topics: list[str], positions: dict[str, int]) -> Optional[Record]:
-        """Return the oldest record of ``topics`` at or after their positions (locked)."""
-        best: Optional[int] = None
-        for name in [*topics, _ALL_TOPICS]:
-            seqs = self._by_topic.get(name)
-            if not seqs:
-                continue
-            i = bisect.bisect_left(seqs, positions.get(name, 0))
-            if i < len(seqs) and (best is None or seqs[i] < best):
-                best = seqs[i]
-        return None if best is None else self._records[best]
-
-    def _start(self, topics: list[str], positions: dict[str, int], since: Since) -> None:
-        """Move ``positions`` for ``topics`` according to ``since`` (locked)."""
-        if since is None:
-            return
-        names = [*topics, _ALL_TOPICS]
-        if isinstance(since, str):
-            word = since.strip().lower()
-            if word in ("earliest", "beginning"):
-                for name in names:
-                    positions[name] = 0
-                return
-            if word == "latest":
-                for name in names:
-                    positions[name] = self._seq
-                return
-            raise ValueError(
-                f"since must be 'earliest', 'latest', a datetime or a timedelta: {since!r}"
-            )
-        if isinstance(since, timedelta):
-            since = datetime.now(timezone.utc) - since
-        if not isinstance(since, datetime):
-            raise TypeError(
-                f"since must be a str, datetime or timedelta, not {type(since).__name__}"
-            )
-        when = (since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp()
-        for name in names:
-            later = [s for s in self._by_topic.get(name, []) if self._records[s].timestamp >= when]
-            positions[name] = later[0] if later else self._seq
+    def _group_cursor(self, consumer_group: str) -> Cursor:
+        with self._cond:
+            return self._group_positions.setdefault(consumer_group, Cursor())
 
 
 # -- the default bus --------------------------------------------------------------------------
@@ -522,72 +458,30 @@ def use_broker(broker: Optional[InMemoryBroker] = None) -> Iterator[InMemoryBrok
 # -- the client ---------------------------------------------------------------------------------
 
 
-class InMemoryWriter:
-    """A writer of one topic, as ``InMemoryClient.sessions`` holds them.
-
-    Parameters
-    ----------
-    broker : InMemoryBroker
-        The bus.
-    topic : str
-        The broker topic name, ``<group>.<short>``.
-    """
-
-    def __init__(self, broker: InMemoryBroker, topic: str) -> None:
-        self.broker = broker
-        self.topic = topic
-        self.closed = False
-
-    def write(self, msg: Any) -> None:
-        """Publish an alert.
-
-        Parameters
-        ----------
-        msg : str, dict or hop model
-            The alert.
-
-        Raises
-        ------
-        ValueError
-            If the writer is closed.
-        """
-        if self.closed:
-            raise ValueError(f"the writer of {self.topic} is closed")
-        self.broker.append(self.topic, msg)
-
-    def flush(self) -> None:
-        """Do nothing: alerts are on the bus as soon as they are written."""
-
-    def close(self) -> None:
-        """Close the writer."""
-        self.closed = True
-
-    def __enter__(self) -> InMemoryWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+# -- the client ---------------------------------------------------------------------------------
 
 
-class InMemoryClient(WriterMap, DeprecatedMethods, ClientSettings):
-    """A stand-in for :class:`igwn_alert.client` that talks to an :class:`InMemoryBroker`.
+class InMemoryClient(client):
+    """:class:`igwn_alert.client` on an :class:`InMemoryBroker` instead of Kafka.
 
     It takes the same arguments as :class:`igwn_alert.client` (and ``broker``), keeps the
-    same attributes and raises the same errors, but never touches the network, and never
-    reads a credential file: without ``auth``, ``username`` and ``password`` or ``noauth``
-    the session is simply unauthenticated.
+    same attributes, raises the same errors and runs the same listen loop, but never
+    touches the network and never reads a credential file: without ``auth``, ``username``
+    and ``password`` or ``noauth`` the session is simply unauthenticated.
 
     Parameters
     ----------
     username, password, auth, authfile, noauth, group, consumer_group, server, port, \
 batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
         As for :class:`igwn_alert.client`.
+    config : mapping, optional
+        As for :class:`igwn_alert.client` (checked the same way; the bus ignores it).
     broker : InMemoryBroker, optional
         The bus (keyword only); default :func:`default_broker` at construction time.
 
     Notes
     -----
-    See the module documentation for when ``listen()`` returns and what it delivers.
+    See the module documentation for where ``listen()`` starts and when it returns.
     """
 
     def __init__(
@@ -608,40 +502,47 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
         retry_wait: float = 0.1,
         jsonpp_on: bool = False,
         *,
+        config: Optional[Mapping[str, Any]] = None,
         broker: Optional[InMemoryBroker] = None,
     ) -> None:
-        self._apply_settings(
-            server=server,
-            port=port,
+        self.broker = broker if broker is not None else default_broker()
+        self.authfile = authfile
+        self._private_cursor = Cursor()
+        super().__init__(
+            username=username,
+            password=password,
+            auth=auth,
+            authfile=authfile,
+            noauth=noauth,
             group=group,
             consumer_group=consumer_group,
+            server=server,
+            port=port,
             batch_size=batch_size,
             batch_timeout=batch_timeout,
             retry_on_fatal=retry_on_fatal,
             listen_retries=listen_retries,
             retry_wait=retry_wait,
             jsonpp_on=jsonpp_on,
+            config=config,
         )
-        self.broker = broker if broker is not None else default_broker()
-        self.authfile = authfile
-        self._positions: dict[str, int] = {}
-        self._publishers: dict[str, InMemoryWriter] = {}
-        if auth is not None:
-            credential: Any = auth
-        elif noauth:
-            credential = False
-        elif username and password:
+
+    def _resolve_auth(self, **where: Any) -> Any:
+        """The credential from the arguments alone (no credential file is ever read)."""
+        if where["auth"] is not None:
+            return where["auth"]
+        if where["noauth"]:
+            return False
+        username, password = where["username"], where["password"]
+        if username and password:
             from hop.auth import Auth
 
-            credential = Auth(username, password)
-        elif bool(username) != bool(password):
+            return Auth(username, password)
+        if bool(username) != bool(password):
             raise RuntimeError(
                 "You must provide both a username and a password for basic authentication."
             )
-        else:
-            credential = False
-        self.auth_obj = credential
-        self.auth = credential if credential else None
+        return False
 
     def __repr__(self) -> str:
         return (
@@ -649,36 +550,60 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
             f"{self.consumer_group!r} on {self.broker!r}>"
         )
 
-    # -- names ------------------------------------------------------------------------------
+    # -- the transport ----------------------------------------------------------------------
 
-    def _construct_base_url(self) -> str:
-        return base_url(self.server, self.port, self.group_prefix)
-
-    def _construct_topic_url(self, topics: TopicSpec) -> str:
-        return topic_url(self.base_url_prefix, topics)
-
-    def _full(self, topic: str) -> str:
-        return f"{self.group_prefix}.{topic}"
-
-    # -- publishing -------------------------------------------------------------------------
-
-    def _open_writer(self, topic: str) -> InMemoryWriter:
-        return InMemoryWriter(self.broker, self._full(topic))
-
-    def publish(self, topic: TopicSpec, msg: Any = None) -> None:
-        """Publish an alert without a prior :meth:`connect`.
+    def open(  # type: ignore[override]
+        self,
+        url: str,
+        mode: str = "r",
+        group_id: Optional[str] = None,
+        ignoretest: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Open a reader or writer of the bus, for a ``kafka://`` URL as the client builds it.
 
         Parameters
         ----------
-        topic : str or list of str
-            The short topic name (or several: the alert goes to each).
-        msg : str, dict or hop model
-            The alert.
-        """
-        for name in normalize_topics(topic):
-            self.broker.append(self._full(name), msg)
+        url : str
+            ``kafka://host:port/topic[,topic...]`` (the host is not looked at).
+        mode : {"r", "w"}
+            Read or write.
+        group_id : str, optional
+            The consumer group (read mode).
+        ignoretest : bool, optional
+            Skip hop test messages when reading.
+        **kwargs
+            ``start_at``, ``until_eos`` and ``idle_timeout`` (read mode).
 
-    # -- topics -----------------------------------------------------------------------------
+        Returns
+        -------
+        MemoryReader or MemoryWriter
+            The stream.
+
+        Raises
+        ------
+        ValueError
+            For a bad mode, or no topic in read mode.
+        """
+        from adc.kafka import parse_kafka_url
+
+        _user, _brokers, topics = parse_kafka_url(url)
+        if mode == "w":
+            return InMemoryWriter(self.broker, topics or [])
+        if mode != "r":
+            raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")
+        if not topics:
+            raise ValueError(f"no topic(s) in the URL {url}")
+        cursor = self._private_cursor if group_id is None else self.broker._group_cursor(group_id)
+        return MemoryReader(
+            self.broker,
+            topics,
+            cursor,
+            start_at=kwargs.get("start_at"),
+            ignoretest=ignoretest,
+            until_eos=bool(kwargs.get("until_eos", False)),
+            idle_timeout=kwargs.get("idle_timeout"),
+        )
 
     def get_topics(self, group: Optional[str] = None) -> list[str]:
         """Return the short names of a group's topics on the bus, in order of creation.
@@ -696,18 +621,18 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
         prefix = (group or self.group_prefix) + "."
         return [t[len(prefix) :] for t in self.broker.topics() if t.startswith(prefix)]
 
-    # -- listening --------------------------------------------------------------------------
-
-    def listen(
+    def listen(  # type: ignore[override]
         self,
         callback: Optional[Callable[..., Any]] = None,
         topic: Optional[TopicSpec] = None,
         *,
         since: Since = None,
+        on_failure: Any = "raise",
         max_messages: Optional[int] = None,
+        until_eos: bool = False,
         timeout: Optional[float] = 0.0,
     ) -> None:
-        """Deliver the alerts waiting on the bus, then return.
+        """Deliver the alerts on the bus with the client's listen loop, then return.
 
         Parameters
         ----------
@@ -715,13 +640,17 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
             Called as ``callback(topic=<short name>, payload=<payload>)``; None prints
             ``New message from topic <full name>:`` and the payload, as the real client.
         topic : str or iterable of str, optional
-            Short topic names; None (or, with a warning, an empty collection or ``""``)
-            means every topic of the group on the bus.
+            Short topic names; None (or, with a warning, an empty collection) means every
+            topic of the group on the bus.
         since : None, "earliest", "latest", datetime or timedelta, optional
             Where to start: None continues from this listener's position (the beginning of
-            the log for a new one).
+            the log for a new one; a consumer group's position for a group).
+        on_failure : "raise", "skip" or callable, optional
+            As for :meth:`igwn_alert.client.listen`.
         max_messages : int, optional
             Return after handling this many alerts.
+        until_eos : bool, optional
+            Return once everything on the bus was read (the same as ``timeout=0``).
         timeout : float or None, optional
             How long to wait for a new alert when none is waiting: 0 (default) returns at
             once, None waits until :meth:`stop`.
@@ -734,111 +663,17 @@ batch_size, batch_timeout, retry_on_fatal, listen_retries, retry_wait, jsonpp_on
         ValueError
             If ``topic`` is None and the group has no topic on the bus.
         Exception
-            Whatever the callback raised (that alert will be delivered again).
+            Whatever the callback raised, with ``on_failure="raise"`` (that alert will be
+            delivered again).
         """
-        names = normalize_topics(topic) if topic else []
-        if not names:
-            if topic is not None:
-                warnings.warn(
-                    "listen() was given an empty topic collection; listening to every topic "
-                    "of the group (pass topic=None to do that on purpose)",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            names = self.get_topics()
-            if not names:
-                raise ValueError(
-                    f"there are no topics of group {self.group_prefix!r} on {self.broker!r}"
-                )
-        full = [self._full(n) for n in names]
-        bus = self.broker
-        with bus._cond:
-            positions = bus._positions_for(self.consumer_group, self._positions)
-            bus._start(full, positions, since)
-        try:
-            self._listen(callback, full, positions, max_messages, timeout)
-        finally:
-            self.listening.clear()
-            self.stop_listening.clear()
-
-    def _listen(
-        self,
-        callback: Optional[Callable[..., Any]],
-        full: list[str],
-        positions: dict[str, int],
-        max_messages: Optional[int],
-        timeout: Optional[float],
-    ) -> None:
-        from adc.errors import KafkaException
-
-        from .._listening import render
-
-        bus = self.broker
-        stop = self.stop_listening
-        handled = 0
-        retries = 1
-        self.listening.set()
-        while not stop.is_set():
-            if max_messages is not None and handled >= max_messages:
-                return
-            with bus._cond:
-                record = bus._next(full, positions)
-                if record is None:
-                    if timeout is not None and timeout <= 0:
-                        return
-                    deadline = None if timeout is None else time.monotonic() + timeout
-                    while record is None and not stop.is_set():
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        if remaining is not None and remaining <= 0:
-                            return
-                        bus._cond.wait(remaining if remaining is not None else 0.5)
-                        record = bus._next(full, positions)
-                    if record is None:
-                        return
-                # Claim it, so that another listener of the same consumer group skips it.
-                positions[record.topic] = record.seq + 1
-            try:
-                if record.error is not None:
-                    raise record.error
-                payload = record.decode()
-                if callback is None:
-                    print(
-                        f"New message from topic {record.topic}:\n{render(payload, self.jsonpp_on)}"
-                    )
-                else:
-                    try:
-                        callback(topic=short_name(record.topic, self.group_prefix), payload=payload)
-                    except KafkaException as exc:
-                        if exc.fatal:
-                            self._unclaim(positions, record)
-                            raise
-                        log.warning("Non-fatal KafkaException from the callback: %s", exc)
-                    except BaseException:
-                        self._unclaim(positions, record)
-                        raise
-                handled += 1
-                retries = 1
-            except KafkaException as exc:
-                if not exc.fatal:
-                    log.warning("Non-fatal KafkaException: %s", exc)
-                    continue
-                log.warning("fatal error from Kafka: %s (attempt %d)", exc, retries)
-                retries += 1
-                if not self.retry_on_fatal or retries > self.listen_retries:
-                    raise
-                if self.retry_wait > 0 and stop.wait(self.retry_wait):
-                    return
-
-    def _unclaim(self, positions: dict[str, int], record: Record) -> None:
-        """Deliver ``record`` again next time (its callback did not complete)."""
-        with self.broker._cond:
-            positions[record.topic] = min(positions.get(record.topic, 0), record.seq)
+        options = {"idle_timeout": 0.0 if until_eos else timeout}
+        self._listen(callback, topic, since, on_failure, max_messages, options)
 
     def stop(self) -> None:
         """Make the running :meth:`listen` return (thread-safe).
 
         A stop() that comes before listen() starts makes that listen() return at once.
         """
-        self.stop_listening.set()
+        super().stop()
         with self.broker._cond:
             self.broker._cond.notify_all()
