@@ -42,6 +42,7 @@ nitpick_ignore = [
         "text file",
         "hop model",
         "file-like",
+        "stream",
         "(str",  # "tuple of (str, bytes)"
         "bytes)",
         "object)",
@@ -58,6 +59,9 @@ nitpick_ignore += [
     ("py:class", "AlertReader"),
     ("py:class", "AlertWriter"),
     ("py:meth", "connect"),  # InMemoryClient.publish's docstring, documented in testing.rst
+    ("py:class", "MemoryReader"),  # the in-memory transport's streams (private)
+    ("py:class", "MemoryWriter"),
+    ("py:meth", "igwn_alert.client.listen"),  # InMemoryClient.listen's docstring
 ]
 # Implementation classes named in public signatures (their modules are private): shown by
 # their short name, unlinked.

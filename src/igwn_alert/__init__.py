@@ -1,9 +1,11 @@
 """igwn_alert: receive and send GraceDB alerts over Kafka (SCIMMA Hopskotch).
 
 A drop-in replacement for the reference ``igwn_alert`` client: ``import igwn_alert`` gives
-the :class:`~igwn_alert.client.client` class (as ``igwn_alert.client``) and the defaults.
+the :class:`~igwn_alert.client.client` class (as ``igwn_alert.client``) and the defaults,
+and :class:`~igwn_alert.Alert`, what an ``on_failure`` handler of ``listen()`` receives.
 """
 
+from ._alert import Alert
 from .client import (
     DEFAULT_GROUP,
     DEFAULT_LISTEN_RETRIES,
@@ -28,6 +30,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_RETRY_WAIT",
     "DEFAULT_SERVER",
+    "Alert",
     "__version__",
     "client",
 ]

@@ -42,8 +42,10 @@ from types import FrameType
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+import confluent_kafka
 import hop.auth
 from adc.errors import KafkaException
+from hop.models import Blob
 
 from ._credentials import credential_for_user, netrc_credential
 from ._probe import probe
@@ -381,14 +383,17 @@ def _read_alerts(paths: Sequence[str], lines: bool) -> list[str]:
     return alerts
 
 
-def _json_line(topic: str, payload: Any, metadata: Any) -> str:
-    """One ``listen --json`` line: the alert and where it was read from."""
+def _json_line(full_topic: str, payload: Any, metadata: Any) -> str:
+    """One ``listen --json`` line: the alert and where it was read from (partition, offset
+    and timestamp when the listen loop passes the alert's metadata, else null)."""
     record: dict[str, Any] = {
-        "topic": getattr(metadata, "topic", None) or topic,
+        "topic": getattr(metadata, "topic", None) or full_topic,
         "partition": getattr(metadata, "partition", None),
         "offset": getattr(metadata, "offset", None),
         "timestamp": getattr(metadata, "timestamp", None),
     }
+    if isinstance(payload, Blob):  # raw bytes from a non-hop producer
+        payload = payload.content
     if isinstance(payload, bytes):
         try:
             payload = payload.decode("utf-8")
@@ -443,7 +448,7 @@ def _listen(lv: client, opts: argparse.Namespace) -> int:
     if opts.json:
 
         def callback(topic: str, payload: Any, metadata: Any = None) -> None:
-            print(_json_line(topic, payload, metadata), flush=True)
+            print(_json_line(full_name(lv.group_prefix, topic), payload, metadata), flush=True)
 
     done = threading.Event()
     status = _status_line(lv, opts, opts.topics)
@@ -571,6 +576,11 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         except OSError:
             pass
         return 0
+    except confluent_kafka.KafkaException as exc:  # librdkafka refused a setting (-X)
+        error: Any = exc.args[0] if exc.args else None
+        reason = error.str() if hasattr(error, "str") else str(exc)
+        print(f"igwn-alert: error: {reason}", file=sys.stderr)
+        return 1
     except (
         CommandError,
         KafkaException,
