@@ -3,10 +3,11 @@
 :class:`AlertReader` reads alerts and leaves positions to librdkafka:
 
 * With a consumer group it joins the group (``subscribe``): listeners of one group share
-  the partitions, and librdkafka resolves each assigned partition's committed position
-  (``auto.offset.reset=latest`` for a group that has none). An offset is *stored* only by
-  :meth:`AlertReader.mark_done`, after the callback for that alert returned; librdkafka
-  commits what was stored (every second, on a re-balance and on close).
+  the partitions, and librdkafka resumes each assigned partition at its committed
+  position. An offset is *stored* only by :meth:`AlertReader.mark_done`, after the
+  callback for that alert returned; librdkafka commits what was stored (every second, on
+  a re-balance and on close). The one exception is the start of a group that certainly
+  has no committed position (see :meth:`AlertReader._start_offsets`).
 * Without a consumer group it assigns the partitions itself, at concrete offsets, and keeps
   a :class:`~igwn_alert._positions.Ledger` of how far each is done, so that a reader
   reopened with :meth:`AlertReader.positions` resumes every partition exactly.
@@ -192,6 +193,7 @@ class AlertReader:
         self._replayed: set[tuple[str, int]] = set()
         self._at_end: set[tuple[str, int]] = set()
         self._ledger = Ledger()
+        self._anchored: set[tuple[str, int]] = set()
         self._extra = dict(config or {})
         self._watcher: Optional[PartitionWatcher] = None
         settings = reader_settings(private=self._private, until_eos=until_eos)
@@ -308,8 +310,10 @@ class AlertReader:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
-            chosen = self._replay(partitions)
+            chosen, fresh = self._start_offsets(consumer, partitions)
             consumer.incremental_assign(chosen)
+            if fresh:  # librdkafka commits it: where this new group starts
+                consumer.store_offsets(offsets=fresh)
         except Exception as exc:  # noqa: BLE001 - never raise into librdkafka
             self._fail(exc)
             return
@@ -317,22 +321,48 @@ class AlertReader:
         self._set_ready()
         log.info("assigned partitions %s", [(tp.topic, tp.partition) for tp in partitions])
 
-    def _replay(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Partitions as librdkafka gave them, or at the replay start the first time."""
+    def _start_offsets(
+        self, consumer: Any, partitions: list[TopicPartition]
+    ) -> tuple[list[TopicPartition], list[TopicPartition]]:
+        """Where assigned partitions start, and the start offsets of a group that has none.
+
+        A partition with a committed position is handed to librdkafka as it came: it
+        resumes there itself. Only a partition the group *certainly* never committed (the
+        group's answer says so) starts at a concrete end, stored at once so that a member
+        that stops before its first alert is done, or the next owner, resumes there and
+        not at a newer end. When the look-up fails (a busy broker during a re-balance),
+        nothing is guessed: librdkafka resolves the position itself. A replay (``since``)
+        starts the first assignment of each partition at the replay start.
+        """
         start = self._start_at
-        if not (start == StartPosition.EARLIEST or isinstance(start, datetime)):
-            return partitions  # librdkafka resolves the committed position
-        first = [(tp.topic, tp.partition) for tp in partitions]
-        first = [k for k in first if k not in self._replayed]
-        self._replayed |= set(first)
-        if start == StartPosition.EARLIEST:
-            offsets = dict.fromkeys(first, OFFSET_BEGINNING)
-        else:
-            offsets = replay_offsets(self._kafka, start, first, _LOOKUP_TIMEOUT)
-        return [
-            TopicPartition(tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), tp.offset))
+        if start == StartPosition.EARLIEST or isinstance(start, datetime):
+            first = [(tp.topic, tp.partition) for tp in partitions]
+            first = [k for k in first if k not in self._replayed]
+            self._replayed |= set(first)
+            if start == StartPosition.EARLIEST:
+                offsets = dict.fromkeys(first, OFFSET_BEGINNING)
+            else:
+                offsets = replay_offsets(self._kafka, start, first, _LOOKUP_TIMEOUT)
+            return [
+                TopicPartition(
+                    tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), tp.offset)
+                )
+                for tp in partitions
+            ], []
+        try:
+            known = consumer.committed(partitions, timeout=_LOOKUP_TIMEOUT)
+            never = [(tp.topic, tp.partition) for tp in known if tp.error is None and tp.offset < 0]
+            ends = replay_offsets(self._kafka, None, never, _LOOKUP_TIMEOUT) if never else {}
+        except confluent_kafka.KafkaException as exc:
+            log.info("committed positions not known (%s): librdkafka resolves them", exc)
+            return partitions, []
+        fresh = [TopicPartition(t, p, o) for (t, p), o in ends.items() if o >= 0]
+        at = {(tp.topic, tp.partition): tp.offset for tp in fresh}
+        chosen = [
+            TopicPartition(tp.topic, tp.partition, at.get((tp.topic, tp.partition), tp.offset))
             for tp in partitions
         ]
+        return chosen, fresh
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
@@ -351,6 +381,7 @@ class AlertReader:
         keys = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned -= keys
         self._at_end -= keys
+        self._anchored -= keys
         self._ledger.forget(keys)
         log.log(level, text, sorted(keys))
 
@@ -512,6 +543,7 @@ class AlertReader:
         consume, poll = kafka.consume, kafka.poll
         stop, ignoretest, guard = self._stop, self.ignoretest, not self._private
         until_eos = self.until_eos
+        anchor, anchored = not self._private, self._anchored
         limit = _DRAIN
         previous = None
         while not stop.is_set():
@@ -542,14 +574,18 @@ class AlertReader:
                 fmt = None
                 if headers:
                     test = False
-                    for key, value in headers:
-                        if key == "_format":
+                    for name, value in headers:
+                        if name == "_format":
                             if fmt is None:
                                 fmt = value
-                        elif key == "_test":
+                        elif name == "_test":
                             test = True
                     if test and ignoretest:
                         continue
+                if anchor:
+                    where: Any = (message.topic(), message.partition())
+                    if where not in anchored:
+                        self._anchor(message, where)
                 if until_eos:
                     self._at_end.discard((message.topic(), message.partition()))
                 if previous is not None:
@@ -570,6 +606,21 @@ class AlertReader:
                 take = min(limit, take * 2)
         if previous is not None:
             self._done(previous)
+
+    def _anchor(self, message: Any, key: tuple[str, int]) -> None:
+        """Store "resume here" at a partition's first alert since it was assigned.
+
+        Storing the offset *of* an alert (not after it) marks nothing done: for a group
+        that had a committed position it is that position again; for a new group (which
+        librdkafka started at the end) it makes librdkafka's next commit record where
+        this member started, so a member that fails on its very first alert, or the one
+        that takes the partition over, starts at that alert instead of at a newer end.
+        """
+        self._anchored.add(key)
+        try:
+            self._kafka.store_offsets(offsets=[TopicPartition(key[0], key[1], message.offset())])
+        except confluent_kafka.KafkaException as exc:
+            log.debug("cannot store the start of %s[%d]: %s", key[0], key[1], exc)
 
     def _rewind(self, rest: list[Any]) -> None:
         """Give back alerts taken but not handed out (librdkafka fetches them again)."""

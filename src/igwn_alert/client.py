@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any, Literal, Optional, Union, overload
 from urllib.parse import unquote
 
+import confluent_kafka
 import hop
 import hop.list_topics
 from adc.kafka import parse_kafka_url
@@ -26,11 +27,13 @@ from . import _listening
 from ._credentials import private_group_id, resolve_credentials
 from ._deprecated import DeprecatedMethods
 from ._kafka_config import check_user_config
+from ._probe import probe
 from ._publishing import AlertWriter, ProducerPool
 from ._reading import AlertReader
 from ._sessions import WriterMap
 from ._settings import ClientSettings
 from ._topics import TopicSpec, base_url, group_topics, normalize_topics, topic_url
+from .exceptions import BrokerUnreachableError
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -54,6 +57,7 @@ DEFAULT_LISTEN_RETRIES = 3
 DEFAULT_RETRY_WAIT = 0.1
 
 _LIST_TOPICS_TIMEOUT = 10.0
+_HOP_LIST_TOPICS = hop.list_topics.list_topics
 
 
 class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ignore[misc]
@@ -465,11 +469,31 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
         -------
         list of str
             Short topic names, in the broker's order.
+
+        Raises
+        ------
+        igwn_alert.exceptions.AuthenticationError
+            If the broker refused the credential (within a second or two).
+        igwn_alert.exceptions.BrokerUnreachableError
+            If the broker did not answer within 10 s.
         """
         group = group or self.group_prefix
-        url = f"kafka://{self.base_url_prefix.split('://', 1)[1].split('/', 1)[0]}"
-        credential = self._credential_for(url.split("://", 1)[1]) if self.auth else False
-        found = hop.list_topics.list_topics(
-            url=url, auth=credential or False, timeout=_LIST_TOPICS_TIMEOUT
-        )
+        bootstrap = self.base_url_prefix.split("://", 1)[1].split("/", 1)[0]
+        credential = self._credential_for(bootstrap) if self.auth else False
+        list_topics = hop.list_topics.list_topics  # looked up now: test suites replace it
+        if list_topics is _HOP_LIST_TOPICS:
+            # hop's own request would print librdkafka's log on stderr and report a refused
+            # credential as a time-out; probe() asks the same question quietly
+            found = probe(bootstrap, credential or None, timeout=_LIST_TOPICS_TIMEOUT)
+        else:
+            try:
+                found = list_topics(
+                    url=f"kafka://{bootstrap}",
+                    auth=credential or False,
+                    timeout=_LIST_TOPICS_TIMEOUT,
+                )
+            except confluent_kafka.KafkaException as exc:
+                raise BrokerUnreachableError(
+                    f"cannot list the topics at {bootstrap}: {exc}"
+                ) from None
         return group_topics(found, group)

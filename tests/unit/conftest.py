@@ -365,7 +365,10 @@ class FakeConsumer:
         return None
 
     def store_offsets(self, message: Any = None, offsets: Any = None) -> None:
-        self.stored.append(message)
+        if message is not None:
+            self.stored.append(message)
+        else:  # "resume here" positions (a partition's start), not alerts done
+            self.stored_positions = [*getattr(self, "stored_positions", []), *offsets]
 
     def commit(self, message: Any = None, offsets: Any = None, asynchronous: bool = True) -> None:
         self.committed_calls.append(message or offsets)
