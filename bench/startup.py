@@ -9,9 +9,10 @@ Rows (each a fresh interpreter, wall-clock time until it exits):
 * ``igwn-alert -V`` and ``python -m igwn_alert -V``: the command line's start-up (it
   imports the client, hence hop and confluent-kafka, before parsing its arguments);
 * a one-test pytest project, with the plugin (auto-loaded by its ``pytest11`` entry
-  point, as in any project whose environment has igwn-alert) and without it
-  (``-p no:igwn_alert``), plus one that uses the ``igwn_alert_memory`` fixture, which
-  is when the package is imported.
+  point, as in any project whose environment has igwn-alert), without it
+  (``-p no:igwn_alert``), with the module the entry point used to name
+  (``igwn_alert.testing.pytest_plugin``, which imports the package), plus one that
+  uses the ``igwn_alert_memory`` fixture, which is when the package is imported.
 
 Ratios and differences are printed, never asserted (the machine is shared).
 """
@@ -65,6 +66,7 @@ def main() -> int:
             "def test_bus(igwn_alert_memory):\n    assert igwn_alert_memory.topics() == []\n"
         )
         pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        old_plugin = ["-p", "no:igwn_alert", "-p", "igwn_alert.testing.pytest_plugin"]
         rows: list[tuple[str, list[str]]] = [
             ("python -c pass", [py, "-c", "pass"]),
             ("python -m igwn_alert -V", [py, "-m", "igwn_alert", "-V"]),
@@ -77,6 +79,10 @@ def main() -> int:
                 [*pytest, "-p", "no:igwn_alert", "test_one.py"],
             ),
             ("pytest, 1 test, plugin on (entry point)", [*pytest, "test_one.py"]),
+            (
+                "pytest, 1 test, old entry point (igwn_alert.testing.pytest_plugin)",
+                [*pytest, *old_plugin, "test_one.py"],
+            ),
             ("pytest, 1 test using igwn_alert_memory", [*pytest, "test_fixture.py"]),
         ]
         results = _measure(rows, project, env, opts.runs)
@@ -89,10 +95,12 @@ def main() -> int:
     off = results["pytest, 1 test, plugin off (-p no:igwn_alert)"]
     on = results["pytest, 1 test, plugin on (entry point)"]
     used = results["pytest, 1 test using igwn_alert_memory"]
+    old = results["pytest, 1 test, old entry point (igwn_alert.testing.pytest_plugin)"]
     print()
     print(
         f"plugin cost at pytest start-up: {(on - off) * 1e3:+.0f} ms (ratio on/off {on / off:.2f})"
     )
+    print(f"old entry point's cost:         {(old - off) * 1e3:+.0f} ms (ratio {old / off:.2f})")
     print(f"first use of a fixture:         {(used - off) * 1e3:+.0f} ms (ratio {used / off:.2f})")
     return 0
 
