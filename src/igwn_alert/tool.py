@@ -350,6 +350,7 @@ def _check(lv: client, topics: Sequence[str]) -> None:
     """Fail early, with one clear line, on a bad credential, server or topic."""
     host, port = server_address(lv.server, lv.port)
     bootstrap = f"{host}:{port}"
+    log.info("checking the broker at %s", bootstrap)
     found = probe(bootstrap, lv._credential_for(bootstrap) if lv.auth else None)
     known = group_topics(found, lv.group_prefix)
     missing = [t for t in topics if t not in known]
