@@ -503,8 +503,10 @@ class client(WriterMap, DeprecatedMethods, ClientSettings, Stream):  # type: ign
 
         Returns
         -------
-        (bool, str)
-            Healthy or not, and why.
+        ok : bool
+            Whether the client is healthy.
+        reason : str
+            Why (one short line).
         """
         return _health(
             self.stats(),

@@ -8,6 +8,7 @@ Credential files are real files in an isolated HOME.
 from __future__ import annotations
 
 import json
+import threading
 from types import SimpleNamespace
 from unittest import mock
 
@@ -37,6 +38,8 @@ def cli():
         instance.port = kwargs.get("port", 9092)
         instance.group_prefix = kwargs.get("group", "gracedb")
         instance.auth = None
+        instance.consumer_group = kwargs.get("consumer_group")
+        instance.listening = threading.Event()  # never set: no status line
         instance.kwargs = kwargs
         state.instances.append(instance)
         return instance
@@ -150,6 +153,7 @@ def test_9_2_topics_output_format(cli, capsys):
         instance = mock.MagicMock()
         instance.server, instance.port = kwargs["server"], kwargs["port"]
         instance.group_prefix, instance.auth = kwargs["group"], None
+        instance.consumer_group, instance.listening = None, threading.Event()
         instance.get_topics.return_value = ["superevent", "cbc.gstlal"]
         return instance
 
@@ -312,6 +316,7 @@ def test_9_4_keyboard_interrupt_exits_quietly_with_status_0(cli, capsys):
         instance = mock.MagicMock()
         instance.server, instance.port = kwargs["server"], kwargs["port"]
         instance.group_prefix, instance.auth = kwargs["group"], None
+        instance.consumer_group, instance.listening = None, threading.Event()
         instance.listen.side_effect = KeyboardInterrupt
         return instance
 
@@ -348,6 +353,7 @@ def test_9_4_fatal_kafka_error_while_listening_one_line_non_zero(cli, capsys):
         instance = mock.MagicMock()
         instance.server, instance.port = kwargs["server"], kwargs["port"]
         instance.group_prefix, instance.auth = kwargs["group"], None
+        instance.consumer_group, instance.listening = None, threading.Event()
         instance.listen.side_effect = FakeFatalKafkaException
         return instance
 
