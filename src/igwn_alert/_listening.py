@@ -212,6 +212,14 @@ class _Run:
         self.handled = 0
         self.stats: ListenerStats = getattr(client, "_listener_stats", None) or ListenerStats()
         self.with_metadata = _takes_metadata(callback)
+        self.stream: Any = None  # the stream being read
+
+    def idle(self, seconds: float) -> bool:
+        """Wait before calling a callback again (serving the stream); True if stopped."""
+        stream = self.stream
+        if stream is not None and _ours(stream):
+            return bool(stream.idle(seconds, self.stop))
+        return _wait(self.stop, seconds)
 
     def deliver(self, payload: Any, md: Any) -> None:
         """Call the callback for one alert until it is done (raises if it is not)."""
@@ -258,7 +266,7 @@ class _Run:
                 )
                 if attempts >= client.listen_retries:
                     return _dispose(self.policy, alert, exc)
-                if _wait(self.stop, client.retry_wait):
+                if self.idle(client.retry_wait):
                     raise _Stopped from None
             except Exception as exc:  # noqa: BLE001 - the failure policy decides
                 self.stats.error("callback")
@@ -313,6 +321,10 @@ def listen(
     **stream_options
         Passed to ``client.open`` (``until_eos=True``, or options of the in-memory bus).
     """
+    if max_messages is not None and (
+        not isinstance(max_messages, int) or isinstance(max_messages, bool) or max_messages < 1
+    ):
+        raise ValueError(f"max_messages must be a whole number of at least 1, not {max_messages!r}")
     run = _Run(client, callback, check_on_failure(on_failure))
     url, stop = client._construct_topic_url(topics), run.stop
     first = True
@@ -332,6 +344,7 @@ def listen(
                 if _ours(stream):
                     stream.stats, stream.stats_group = run.stats, run.group
                 with stream as s:
+                    run.stream = s
                     if stop.is_set():
                         break
                     _when_ready(s, run, client)

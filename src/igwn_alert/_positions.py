@@ -11,11 +11,12 @@ error resumes every partition exactly where it stopped.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
 from hop.io import StartPosition
 
 __all__ = ["Ledger", "StartSpec", "replay_offsets", "wanted_offset"]
@@ -88,15 +89,35 @@ def replay_offsets(
     if not query:
         return {}
     out: dict[Key, int] = {}
-    for tp in consumer.offsets_for_times(query, timeout=timeout):
-        if tp.error is not None:
-            raise _as_kafka_exception(tp.error)
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = consumer.offsets_for_times(query, timeout=max(0.1, deadline - time.monotonic()))
+        errors = [tp.error for tp in answer if tp.error is not None]
+        if not errors:
+            break
+        # a topic just created, or a leader moving: retriable, until the time-out
+        retriable = all(e.retriable() or e.code() in _RETRIABLE for e in errors)
+        if time.monotonic() >= deadline or not retriable:
+            raise _as_kafka_exception(errors[0])
+        time.sleep(0.1)
+    for tp in answer:
         out[(tp.topic, tp.partition)] = tp.offset
     late = [TopicPartition(t, p, -1) for (t, p), offset in out.items() if offset < 0]
     if late:  # no alert at or after that time: the concrete end, so a reopen resumes there
         for tp in consumer.offsets_for_times(late, timeout=timeout):
             out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else OFFSET_END
     return out
+
+
+_RETRIABLE = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+    }
+)
 
 
 def _as_kafka_exception(error: Any) -> Exception:

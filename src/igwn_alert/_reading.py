@@ -6,8 +6,9 @@
   the partitions, and librdkafka resumes each assigned partition at its committed
   position. An offset is *stored* only by :meth:`AlertReader.mark_done`, after the
   callback for that alert returned; librdkafka commits what was stored (every second, on
-  a re-balance and on close). The one exception is the start of a group that certainly
-  has no committed position (see :meth:`AlertReader._start_offsets`).
+  a re-balance and on close). A partition without a committed position, in a group that
+  has positions, is read from its first alert; the one hand-made commit is the start of a
+  brand-new group, before it is joined (see :meth:`AlertReader._position_group`).
 * Without a consumer group it assigns the partitions itself, at concrete offsets, and keeps
   a :class:`~igwn_alert._positions.Ledger` of how far each is done, so that a reader
   reopened with :meth:`AlertReader.positions` resumes every partition exactly.
@@ -209,6 +210,11 @@ class AlertReader:
         self._extra = dict(config or {})
         self._watcher: Optional[PartitionWatcher] = None
         settings = reader_settings(private=self._private, until_eos=until_eos)
+        if not self._private:
+            # a partition with no committed position, in a group that has positions, is
+            # new to the group (created later, or its commit lost): it is read from its
+            # first alert; a brand-new group gets its start committed by _position_group
+            settings["auto.offset.reset"] = "earliest"
         settings["group.id"] = group_id or private_group or "igwn-alert-private"
         settings["error_cb"] = self._on_error
         settings.update(self._extra)
@@ -236,12 +242,69 @@ class AlertReader:
             self._watcher = PartitionWatcher(self.topics, self._watcher_config)
             self._watcher.start(self._assigned)
             self._set_ready()
+        elif self.until_eos and not partitions:
+            self._set_ready()  # nothing to read to its end: done at once
         else:
+            replay = self._start_at == StartPosition.EARLIEST or isinstance(
+                self._start_at, datetime
+            )
+            if not replay and not self._position_group(partitions):
+                return False
             self._kafka.subscribe(
                 self.topics,
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
+            )
+        return True
+
+    def _position_group(self, partitions: set[tuple[str, int]]) -> bool:
+        """Give a brand-new consumer group its start (the newest alert), before joining it.
+
+        The group's committed positions are looked up once, before the group is joined
+        (inside a re-balance such a look-up can time out). A group that has a position
+        anywhere is left alone: librdkafka resumes each partition there, and reads a
+        partition without one from its first alert. Only a group with no position at
+        all gets the current end of every partition committed, so that it starts at the
+        newest alert and a member that stops before its first alert resumes there. False
+        if stopped meanwhile.
+        """
+        if not partitions:
+            return True
+        ask = [TopicPartition(t, p) for t, p in sorted(partitions)]
+        deadline = time.monotonic() + _LOOKUP_TIMEOUT
+        while True:
+            if self._stop.is_set():
+                return False
+            try:
+                known = self._kafka.committed(ask, timeout=0.5)
+                break
+            except confluent_kafka.KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                clear = (
+                    _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
+                    if error is not None and hasattr(error, "code")
+                    else None
+                )
+                if clear is not None and not isinstance(clear, TopicNotFoundError):
+                    raise clear from None
+                self._kafka.poll(0)  # serve error_cb: a refused credential is said at once
+                self._raise_pending()
+                if time.monotonic() >= deadline:
+                    raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
+        if any(tp.offset >= 0 for tp in known if tp.error is None):
+            return True
+        ends = replay_offsets(self._kafka, None, sorted(partitions), _LOOKUP_TIMEOUT)
+        start = [TopicPartition(t, p, o) for (t, p), o in sorted(ends.items()) if o >= 0]
+        try:
+            self._kafka.commit(offsets=start, asynchronous=False)
+            log.info("new consumer group %s starts at the newest alerts", self.group_id)
+        except confluent_kafka.KafkaException as exc:
+            # another member of the new group got there first (it is active already)
+            log.info(
+                "new consumer group %s: its start was not committed here (%s)",
+                self.group_id,
+                exc.args[0].str() if exc.args else exc,
             )
         return True
 
@@ -331,10 +394,7 @@ class AlertReader:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
-            chosen, fresh = self._start_offsets(consumer, partitions)
-            consumer.incremental_assign(chosen)
-            if fresh:  # librdkafka commits it: where this new group starts
-                consumer.store_offsets(offsets=fresh)
+            consumer.incremental_assign(self._replay(partitions))
         except Exception as exc:  # noqa: BLE001 - never raise into librdkafka
             self._fail(exc)
             return
@@ -342,52 +402,23 @@ class AlertReader:
         self._set_ready()
         log.info("assigned partitions %s", [(tp.topic, tp.partition) for tp in partitions])
 
-    def _start_offsets(
-        self, consumer: Any, partitions: list[TopicPartition]
-    ) -> tuple[list[TopicPartition], list[TopicPartition]]:
-        """Where assigned partitions start, and the start offsets of a group that has none.
-
-        A partition with a committed position is handed to librdkafka as it came: it
-        resumes there itself. Only a partition the group *certainly* never committed (the
-        group's answer says so) starts at a concrete end, stored at once so that a member
-        that stops before its first alert is done, or the next owner, resumes there and
-        not at a newer end. When the look-up fails (a busy broker during a re-balance),
-        nothing is guessed: librdkafka resolves the position itself. A replay (``since``)
-        starts the first assignment of each partition at the replay start.
-        """
+    def _replay(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Partitions as librdkafka gave them (it resumes each at its committed position),
+        or, for a replay (``since``), at the replay start the first time each comes."""
         start = self._start_at
-        if start == StartPosition.EARLIEST or isinstance(start, datetime):
-            first = [(tp.topic, tp.partition) for tp in partitions]
-            first = [k for k in first if k not in self._replayed]
-            self._replayed |= set(first)
-            if start == StartPosition.EARLIEST:
-                offsets = dict.fromkeys(first, OFFSET_BEGINNING)
-            else:
-                offsets = replay_offsets(self._kafka, start, first, _LOOKUP_TIMEOUT)
-            return [
-                TopicPartition(
-                    tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), tp.offset)
-                )
-                for tp in partitions
-            ], []
-        try:
-            known = consumer.committed(partitions, timeout=_LOOKUP_TIMEOUT)
-            never = [(tp.topic, tp.partition) for tp in known if tp.error is None and tp.offset < 0]
-            # a partition (or topic) created after this reader started holds only new alerts
-            ends = dict.fromkeys([k for k in never if k not in self._existing], OFFSET_BEGINNING)
-            older = [k for k in never if k in self._existing]
-            if older:
-                ends.update(replay_offsets(self._kafka, None, older, _LOOKUP_TIMEOUT))
-        except confluent_kafka.KafkaException as exc:
-            log.info("committed positions not known (%s): librdkafka resolves them", exc)
-            return partitions, []
-        at = {key: o for key, o in ends.items() if o >= 0 or o == OFFSET_BEGINNING}
-        fresh = [TopicPartition(t, p, o) for (t, p), o in at.items() if o >= 0]
-        chosen = [
-            TopicPartition(tp.topic, tp.partition, at.get((tp.topic, tp.partition), tp.offset))
+        if not (start == StartPosition.EARLIEST or isinstance(start, datetime)):
+            return partitions
+        first = [(tp.topic, tp.partition) for tp in partitions]
+        first = [k for k in first if k not in self._replayed]
+        self._replayed |= set(first)
+        if start == StartPosition.EARLIEST:
+            offsets = dict.fromkeys(first, OFFSET_BEGINNING)
+        else:
+            offsets = replay_offsets(self._kafka, start, first, _LOOKUP_TIMEOUT)
+        return [
+            TopicPartition(tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), tp.offset))
             for tp in partitions
         ]
-        return chosen, fresh
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
@@ -640,6 +671,38 @@ class AlertReader:
                 take = min(limit, take * 2)
         if previous is not None:
             self._done(previous)
+
+    def idle(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait (a callback's retry) while staying in the consumer group; True if stopped.
+
+        The partitions are paused and librdkafka is polled meanwhile, so a member that
+        waits longer than ``max.poll.interval.ms`` in all is not thrown out of its group;
+        an alert that arrives anyway is given back (librdkafka fetches it again).
+        """
+        if seconds <= 0:
+            return stop.is_set()
+        if self._private or not self._assigned:
+            return stop.wait(seconds)
+        held = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        deadline = time.monotonic() + seconds
+        try:
+            self._kafka.pause(held)
+        except confluent_kafka.KafkaException as exc:
+            log.debug("cannot pause while waiting: %s", exc)
+        try:
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                message = self._kafka.poll(min(left, _POLL_SLICE * 5))
+                if message is not None and message.error() is None:
+                    self._rewind([message])
+            return True
+        finally:
+            try:
+                self._kafka.resume([TopicPartition(t, p) for t, p in sorted(self._assigned)])
+            except confluent_kafka.KafkaException as exc:
+                log.debug("cannot resume after waiting: %s", exc)
 
     def _anchor(self, message: Any, key: tuple[str, int]) -> None:
         """Store "resume here" at a partition's first alert since it was assigned.

@@ -629,7 +629,6 @@ def test_6_9_consumer_group_position_is_left_to_librdkafka(fake_consumer, monkey
     from confluent_kafka import OFFSET_INVALID
 
     monkeypatch.setattr(fake_consumer, "COMMITTED", 17)
-    monkeypatch.setattr(fake_consumer, "COMMITTED_TIMES_OUT", True)  # never asked anyway
     c = client(noauth=True, group="test", consumer_group="cg")
     thread, outcome = run_in_thread(c.listen, Recorder(), "topic1")
     time.sleep(0.3)
@@ -639,8 +638,9 @@ def test_6_9_consumer_group_position_is_left_to_librdkafka(fake_consumer, monkey
     consumer = fake_consumer.instances[0]
     assert consumer.config["group.id"] == "cg"
     assert consumer.subscribed == ["test.topic1"]  # a real group join: partitions are shared
-    # assigned as librdkafka gave them: it resolves the committed position (17) itself,
-    # and nothing was committed by hand
+    # assigned as librdkafka gave them: it resolves the committed position (17) itself
+    # (looked up once before the join, only to tell a brand-new group), and nothing was
+    # committed by hand
     assert [(tp.topic, tp.offset) for tp in consumer.assigned] == [("test.topic1", OFFSET_INVALID)]
     assert consumer.committed_calls == []
 
@@ -756,3 +756,31 @@ def test_stop_during_the_reopen_after_a_callback_fatal_error_returns_quietly(fak
     assert not thread.is_alive()
     assert time.monotonic() - start < 0.5
     assert "error" not in outcome, outcome
+
+
+def test_a_brand_new_group_gets_its_start_committed_before_it_joins(fake_consumer, monkeypatch):
+    from confluent_kafka import OFFSET_INVALID
+
+    monkeypatch.setattr(fake_consumer, "COMMITTED", OFFSET_INVALID)  # no position anywhere
+    c = client(noauth=True, group="test", consumer_group="new")
+    thread, _outcome = run_in_thread(c.listen, Recorder(), "topic1")
+    assert c.listening.wait(5)
+    c.stop()
+    thread.join(2)
+    consumer = fake_consumer.instances[0]
+    [commit] = consumer.committed_calls
+    assert [(tp.topic, tp.offset) for tp in commit] == [("test.topic1", fake_consumer.END)]
+    assert consumer.config["auto.offset.reset"] == "earliest"  # for partitions new to it
+
+
+def test_a_group_whose_positions_cannot_be_looked_up_fails_clearly_not_guessing(
+    fake_consumer, monkeypatch
+):
+    monkeypatch.setattr(fake_consumer, "COMMITTED_TIMES_OUT", True)
+    from igwn_alert import _reading
+
+    monkeypatch.setattr(_reading, "_LOOKUP_TIMEOUT", 1.0)
+    c = client(noauth=True, group="test", consumer_group="cg")
+    with pytest.raises(igwn_alert.exceptions.BrokerUnreachableError):
+        c.listen(Recorder(), "topic1")
+    assert fake_consumer.instances[0].committed_calls == []  # nothing guessed, nothing moved

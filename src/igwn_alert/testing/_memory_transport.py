@@ -187,6 +187,23 @@ class MemoryReader:
         cursor.claimed[best] = self._member
         return bus._records[best]
 
+    def idle(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait (a callback's retry); True if ``stop`` was set meanwhile.
+
+        Parameters
+        ----------
+        seconds : float
+            How long.
+        stop : threading.Event
+            The listener's stop event.
+
+        Returns
+        -------
+        bool
+            Whether it was stopped.
+        """
+        return stop.wait(seconds) if seconds > 0 else stop.is_set()
+
     def when_ready(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` at once: an in-memory reader is positioned when it opens.
 
