@@ -16,7 +16,13 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from hop.io import StartPosition
 
 __all__ = ["Ledger", "StartSpec", "replay_offsets", "wanted_offset"]
@@ -91,7 +97,17 @@ def replay_offsets(
     out: dict[Key, int] = {}
     deadline = time.monotonic() + timeout
     while True:
-        answer = consumer.offsets_for_times(query, timeout=max(0.1, deadline - time.monotonic()))
+        try:
+            answer = consumer.offsets_for_times(
+                query, timeout=max(0.1, deadline - time.monotonic())
+            )
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if hasattr(error, "code") else None
+            if code not in _RETRIABLE or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)  # a topic just created, or a leader moving
+            continue
         errors = [tp.error for tp in answer if tp.error is not None]
         if not errors:
             break
@@ -121,9 +137,7 @@ _RETRIABLE = frozenset(
 
 
 def _as_kafka_exception(error: Any) -> Exception:
-    import confluent_kafka
-
-    return confluent_kafka.KafkaException(error)
+    return KafkaException(error)
 
 
 class Ledger:
