@@ -102,7 +102,7 @@ def replay_offsets(
                 query, timeout=max(0.1, deadline - time.monotonic())
             )
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
+            error: Any = exc.args[0] if exc.args else None
             code = error.code() if hasattr(error, "code") else None
             if code not in _RETRIABLE or time.monotonic() >= deadline:
                 raise
