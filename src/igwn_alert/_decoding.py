@@ -126,7 +126,7 @@ def decode_message(message: Any) -> Any:
     return decode(message, fmt)
 
 
-def unwrap(payload: Any, where: str = "?") -> Any:
+def unwrap(payload: Any, where: Any = "?") -> Any:
     """Return what a callback receives for a decoded message (the reference's rules).
 
     A hop JSON message gives its content unchanged (a dict stays a dict, a str stays a str:
@@ -138,8 +138,9 @@ def unwrap(payload: Any, where: str = "?") -> Any:
     ----------
     payload : object
         What the stream yielded.
-    where : str, optional
-        ``topic[partition]@offset``, for the report.
+    where : str or hop.io.Metadata, optional
+        Where the message was read (``topic[partition]@offset``), for the report; a
+        Metadata is turned into that text only when there is something to report.
 
     Returns
     -------
@@ -150,13 +151,22 @@ def unwrap(payload: Any, where: str = "?") -> Any:
         return payload.content
     if isinstance(payload, Blob):  # raw bytes, as the reference passes them on
         if not payload.__dict__.get(_REPORTED):
-            _not_json.report(where, "raw bytes")
+            _not_json.report(_place(where), "raw bytes")
         return payload
     try:
         return json.loads(payload)
     except Exception as exc:  # noqa: BLE001 - ValueError, TypeError, RecursionError...
-        _not_json.report(where, _why(exc))
+        _not_json.report(_place(where), _why(exc))
         return payload
+
+
+def _place(where: Any) -> str:
+    if isinstance(where, str):
+        return where
+    try:
+        return f"{where.topic}[{where.partition}]@{where.offset}"
+    except AttributeError:
+        return "?"
 
 
 def render(payload: Any, jsonpp: bool) -> Any:

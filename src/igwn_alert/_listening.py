@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from adc.errors import KafkaException
 from hop.io import StartPosition
+from hop.models import JSONBlob
 
 from ._alert import Alert
 from ._decoding import render, unwrap
@@ -213,6 +214,7 @@ class _Run:
         self.stats: ListenerStats = getattr(client, "_listener_stats", None) or ListenerStats()
         self.with_metadata = _takes_metadata(callback)
         self.stream: Any = None  # the stream being read
+        self.short: dict[str, str] = {}  # broker topic -> the short name callbacks get
 
     def idle(self, seconds: float) -> bool:
         """Wait before calling a callback again (serving the stream); True if stopped."""
@@ -224,22 +226,25 @@ class _Run:
     def deliver(self, payload: Any, md: Any) -> None:
         """Call the callback for one alert until it is done (raises if it is not)."""
         client, full = self.client, md.topic
-        payload = unwrap(payload, f"{full}[{md.partition}]@{md.offset}")
-        if self.callback is None:
+        payload = payload.content if type(payload) is JSONBlob else unwrap(payload, md)
+        callback = self.callback
+        if callback is None:
             print(f"New message from topic {full}:\n{render(payload, client.jsonpp_on)}")
             return
-        topic = short_name(full, self.group)
-        attempts = 0
+        topic = self.short.get(full)
+        if topic is None:
+            topic = self.short[full] = short_name(full, self.group)
+        stats, attempts = self.stats, 0
         while True:
             attempts += 1
-            stamp = md.timestamp if type(md.timestamp) is int else 0  # stand-in metadata
-            started = self.stats.alert_started(topic, md.partition, stamp)
+            stamp = md.timestamp
+            started = stats.alert_started(topic, md.partition, stamp if type(stamp) is int else 0)
             try:
                 if self.with_metadata:
-                    self.callback(topic=topic, payload=payload, metadata=md)
+                    callback(topic=topic, payload=payload, metadata=md)
                 else:
-                    self.callback(topic=topic, payload=payload)
-                self.stats.alert_done(topic, started)
+                    callback(topic=topic, payload=payload)
+                stats.alert_done(topic, started)
                 self.fatal_in_a_row = 0
                 return
             except KafkaException as exc:

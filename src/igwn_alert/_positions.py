@@ -10,7 +10,6 @@ error resumes every partition exactly where it stopped.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -141,7 +140,10 @@ def _as_kafka_exception(error: Any) -> Exception:
 
 
 class Ledger:
-    """How far each partition of a private reader is done (thread-safe).
+    """How far each partition of a private reader is done.
+
+    Used from the reading thread only (the listen loop reads :meth:`snapshot` there once
+    the stream has ended), so it takes no lock on the hot path.
 
     ``next[(topic, partition)]`` is the offset of the first alert not done yet: the
     concrete start offset until the first alert is done there, then the offset after the
@@ -150,26 +152,21 @@ class Ledger:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._next: dict[Key, int] = {}
 
     def start(self, key: Key, offset: int) -> None:
         """Record where a newly assigned partition starts (unless it is already known)."""
-        with self._lock:
-            self._next.setdefault(key, offset)
+        self._next.setdefault(key, offset)
 
     def done(self, key: Key, offset: int) -> None:
         """Record that the alert at ``offset`` is done."""
-        with self._lock:
-            self._next[key] = offset + 1
+        self._next[key] = offset + 1
 
     def forget(self, keys: Iterable[Key]) -> None:
         """Drop partitions this reader no longer holds."""
-        with self._lock:
-            for key in keys:
-                self._next.pop(key, None)
+        for key in keys:
+            self._next.pop(key, None)
 
     def snapshot(self) -> dict[Key, int]:
         """Return ``{(topic, partition): next offset}`` for every partition held."""
-        with self._lock:
-            return dict(self._next)
+        return dict(self._next)

@@ -661,7 +661,7 @@ class AlertReader:
                 yield message, headers, fmt
                 if stop.is_set():
                     break
-                if guard and time.perf_counter() - began > _BATCH_BUDGET * 4:
+                if guard and not index & 15 and time.perf_counter() - began > _BATCH_BUDGET * 4:
                     self._rewind(batch[index + 1 :])  # stay in the group: poll again now
                     break
             spent = time.perf_counter() - began
@@ -748,8 +748,8 @@ class AlertReader:
     # -- positions --------------------------------------------------------------------------
 
     def _done(self, message: Any, asynchronous: bool = True) -> None:
-        self._ledger.done((message.topic(), message.partition()), message.offset())
         if self._private:
+            self._ledger.done((message.topic(), message.partition()), message.offset())
             return
         try:
             if asynchronous:
