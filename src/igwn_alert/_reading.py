@@ -57,6 +57,7 @@ _BATCH_BUDGET = 0.5  # seconds of callbacks per batch before batches shrink
 _METADATA_TIMEOUT = 10.0
 _LOOKUP_TIMEOUT = 10.0
 _REPORT_EVERY = 1.0  # seconds between two lag reports to the listener's stats
+_GROUP_LOOKUP = 5.0  # seconds to look up a group's positions before joining it
 #: how long close() waits for librdkafka after stop() before finishing in the background
 _CLOSE_AFTER_STOP = 0.3
 
@@ -272,26 +273,31 @@ class AlertReader:
         if not partitions:
             return True
         ask = [TopicPartition(t, p) for t, p in sorted(partitions)]
-        deadline = time.monotonic() + _LOOKUP_TIMEOUT
-        while True:
-            if self._stop.is_set():
-                return False
-            try:
-                known = self._kafka.committed(ask, timeout=0.5)
-                break
-            except confluent_kafka.KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                clear = (
-                    _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
-                    if error is not None and hasattr(error, "code")
-                    else None
-                )
-                if clear is not None and not isinstance(clear, TopicNotFoundError):
-                    raise clear from None
-                self._kafka.poll(0)  # serve error_cb: a refused credential is said at once
-                self._raise_pending()
-                if time.monotonic() >= deadline:
-                    raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
+        try:
+            # one request, given time to reach the group coordinator (shorter ones are
+            # cancelled before it answers); a group the credential may not use is refused
+            # here, since librdkafka's join only logs that
+            known = self._kafka.committed(ask, timeout=_GROUP_LOOKUP)
+        except confluent_kafka.KafkaException as exc:
+            error: Any = exc.args[0] if exc.args else None
+            clear = (
+                _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
+                if error is not None and hasattr(error, "code")
+                else None
+            )
+            if clear is not None and not isinstance(clear, TopicNotFoundError):
+                raise clear from None
+            self._raise_pending()
+            # no answer: join the group as it is; librdkafka resumes committed partitions
+            # and reads the others from their first alert, so nothing is skipped
+            log.warning(
+                "cannot look up the positions of consumer group %s (%s); joining it as it is",
+                self.group_id,
+                error.str() if hasattr(error, "str") else exc,
+            )
+            return True
+        if self._stop.is_set():
+            return False
         if any(tp.offset >= 0 for tp in known if tp.error is None):
             return True
         ends = replay_offsets(self._kafka, None, sorted(partitions), _LOOKUP_TIMEOUT)
