@@ -239,18 +239,18 @@ def test_publish_without_connect(
         publisher.publish("superevent", alert_text)  # returns once delivered
         assert publisher.sessions == {}
         publisher.publish(["superevent", "cbc_gstlal"], alert_dict)
-        t0 = time.monotonic()
+        writer = publisher._publishers["cbc_gstlal"]
         for i in range(20):
             publisher.publish("cbc_gstlal", {"n": i})
-        burst = time.monotonic() - t0
+        # writers are reused: one per topic, the same one for every publish() call
+        assert publisher._publishers["cbc_gstlal"] is writer
+        assert sorted(publisher._publishers) == ["cbc_gstlal", "superevent"]
         got = listening.wait_for(23)
     publisher.disconnect()
 
-    assert got[0] == ("superevent", alert_text)
+    # Kafka orders alerts within a topic's partition, not across topics
     assert [p for t, p in got if t == "superevent"] == [alert_text, alert_dict]
     assert [p for t, p in got if t == "cbc_gstlal"] == [alert_dict] + [{"n": i} for i in range(20)]
-    # writers are reused: 20 acknowledged publish() calls cost well under a second each
-    assert burst < 5.0, f"20 publish() calls took {burst:.2f} s"
 
 
 def test_connect_to_a_missing_topic_is_a_clear_error(kafka_broker: Any, make_topic: Any) -> None:
