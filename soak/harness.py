@@ -281,6 +281,13 @@ class ListenerProc:
     def ready(self) -> bool:
         return any(line.startswith("READY") for line in self._status())
 
+    def metrics_port(self) -> Optional[int]:
+        """The port of this incarnation's metrics endpoint, once it serves (``--metrics-port``)."""
+        for line in self._status():
+            if line.startswith("METRICS "):
+                return int(line.split()[1])
+        return None
+
     def wait_ready(self, timeout: float = 60.0) -> bool:
         """Wait until this incarnation's ``client.listening`` is set; report if not."""
         ok = wait_until(lambda: self.ready() or not self.alive(), timeout, 0.1) and self.ready()
@@ -533,6 +540,7 @@ class Delivery:
     offset: int
     pid: int
     slot: str
+    wall: float = 0.0  # when the callback recorded it (Unix time; 0.0: not recorded)
 
 
 class Ledger:
@@ -581,9 +589,10 @@ class Ledger:
                 for raw in data[: end + 1].splitlines():
                     parts = raw.decode(errors="replace").split()
                     new += 1
-                    if parts[0] == "D" and len(parts) == 6:
-                        uid, topic, part, off, pid = parts[1:]
-                        d = Delivery(uid, topic, int(part), int(off), int(pid), slot)
+                    if parts[0] == "D" and len(parts) in (6, 7):
+                        uid, topic, part, off, pid = parts[1:6]
+                        wall = float(parts[6]) if len(parts) == 7 else 0.0
+                        d = Delivery(uid, topic, int(part), int(off), int(pid), slot, wall)
                         self.deliveries[uid] += 1
                         self.by_uid[uid].append(d)
                         if d.partition >= 0:
@@ -689,6 +698,8 @@ class LagSample:
     lag: dict[int, int]  # partition -> end offset - committed (committed none: end - start)
     owner: dict[int, str]  # partition -> slot that last delivered from it
     in_flight: int  # delivered but not committed, summed over partitions
+    wall: float = 0.0  # Unix time of the sample (its committed offsets were read before)
+    committed: dict[int, int] = field(default_factory=dict)  # partition -> committed (or start)
 
 
 class LagSampler(threading.Thread):
@@ -809,7 +820,8 @@ class LagSampler(threading.Thread):
             return None
         self._failed_in_row = 0
         owner = {p: o[0] for p, o in self.ledger.owner.items()}
-        s = LagSample(time.monotonic(), lag, owner, in_flight)
+        committed = {part: pos for part, (pos, _) in positions.items()}
+        s = LagSample(time.monotonic(), lag, owner, in_flight, time.time(), committed)
         with self._lock:
             self.samples.append(s)
         return s

@@ -3,7 +3,7 @@
 Run by the harness as ``python soak/listener.py --records FILE ...`` (see ``--help``). The
 callback appends one line per alert it handled to ``FILE``::
 
-    D <uid> <topic> <partition> <offset> <pid>
+    D <uid> <topic> <partition> <offset> <pid> <unix time>
 
 written with ``os.write`` and ``os.fsync`` *before* the callback returns, so an alert whose
 callback returned is on disk even if the process is SIGKILLed right after. A line without
@@ -28,8 +28,9 @@ passes the plain string instead (then a skipped alert cannot be told from a lost
 
 Status lines go to ``FILE.status``: ``READY <time>`` when ``client.listening`` is set,
 ``RAISED <repr>`` when ``listen()`` raised, ``RETURNED <seconds>`` (from SIGTERM until
-``listen()`` returned), ``EXIT <code>``. SIGTERM calls
-``client.stop()``; ``listen()`` must then return promptly (the harness times it).
+``listen()`` returned), ``EXIT <code>``, and with ``--metrics-port``
+``METRICS <port>`` once the client's Prometheus endpoint (``client.serve_metrics``) serves.
+SIGTERM calls ``client.stop()``; ``listen()`` must then return promptly (the harness times it).
 
 Only the public API is used, plus one documented patch point: ``client.open`` (the
 contract says patching it intercepts what the client uses), to learn the partition and
@@ -125,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         default="record",
         help="failure policy, if listen() has on_failure= (record: skip and record it)",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve client.serve_metrics() on 127.0.0.1:PORT (0: a free port)",
+    )
     args = p.parse_args(argv)
 
     logging.basicConfig(
@@ -147,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         listen_retries=args.listen_retries,
         retry_wait=args.retry_wait,
     )
+    if args.metrics_port is not None:
+        server = client.serve_metrics(args.metrics_port, addr="127.0.0.1")
+        status.line("METRICS", server.port)
     raised: set[str] = set()
 
     def callback(topic: str, payload: Any) -> None:
@@ -166,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             if fault == "nonfatal":
                 raise FakeNonFatalKafkaException
             raise SoakPlainError(f"soak: plain exception for {uid}")
-        records.line("D", uid, *where, pid)
+        records.line("D", uid, *where, pid, f"{time.time():.3f}")
 
     stopping = threading.Event()
     signalled: list[float] = []

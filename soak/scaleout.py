@@ -13,16 +13,26 @@ stream of alerts. Then, step by step:
 * ``start node N`` (after the restarts): the node comes back.
 
 Each step lasts ``--step`` seconds of traffic, then the stream pauses until the group's lag
-is 0 on every partition (``--drain`` at most). The group's lag per partition (end offset
-minus committed offset) is sampled twice a second by a plain confluent-kafka consumer with
-the group's id, which never joins the group; each partition's lag is attributed to the
-listener that last delivered an alert from it.
+is 0 on every partition (``--drain`` at most). Three things watch the group meanwhile:
+
+* the harness's lag sampler, twice a second: the group's committed offset and end offset per
+  partition (what ``igwn-alert lag`` computes, in-process; it never joins the group);
+* the ``igwn-alert lag -c GROUP --warn W --critical C`` command itself, every
+  ``--lag-every`` seconds, as a Nagios check would run it (its status line is printed
+  whenever the status changes);
+* every listener's own Prometheus endpoint (``client.serve_metrics``; each listener runs with
+  ``--metrics-port 0``), scraped every second: its state, the partitions it holds, its lag
+  (``igwn_alert_lag_total``) and the alerts it delivered (a line is printed whenever a
+  listener's state changes).
 
 At the end it prints, per step: alerts sent (acknowledged), delivered, lost, duplicated, the
 most alerts in flight (delivered, not yet committed: what a failure can deliver twice), the
-largest lag and the time from the pause to lag 0. With ``--plot FILE`` it draws the lag per
-listener over time (matplotlib, from the ``bench`` extra). It exits 1 on any loss or if
-the lag did not come back to 0 after a step.
+largest lag seen by each of the three watchers, the worst Nagios status and the time from
+the pause to lag 0 (sampler and ``igwn-alert lag``); then the duplicates against their bound
+(what was in flight at each hand-over, :func:`soak.observe.check_duplicates`). With
+``--plot FILE`` it draws each listener's lag from its metrics and the group's lag from
+``igwn-alert lag`` over time (matplotlib, from the ``bench`` extra). It exits 1 on any loss,
+on more duplicates than were in flight, or if the lag did not come back to 0 after a step.
 """
 
 from __future__ import annotations
@@ -52,6 +62,15 @@ from .harness import (
     tally,
     wait_until,
 )
+from .observe import (
+    Duplicates,
+    LagCheck,
+    LagChecks,
+    MetricsScraper,
+    Scrape,
+    check_duplicates,
+    group_lag,
+)
 
 GROUP = "scaleout"
 #: Samples further apart than this (seconds) leave a gap in the plot: none could be taken.
@@ -71,6 +90,9 @@ class Options:
     drain: float = 45.0
     heap: str = "384m"
     seed: Optional[int] = None
+    warn: Optional[int] = None  # igwn-alert lag --warn (None: 2 s of traffic)
+    critical: Optional[int] = None  # --critical (None: 10 s of traffic)
+    lag_every: float = 3.0  # seconds between two igwn-alert lag runs
     plot: Optional[Path] = None
     json_out: Optional[Path] = None
     workdir: Optional[Path] = None
@@ -87,6 +109,10 @@ class Step:
     max_lag: int = 0
     max_in_flight: int = 0
     tally: Optional[Tally] = None
+    cli_max_lag: Optional[int] = None  # the largest total igwn-alert lag printed in the step
+    cli_worst: Optional[int] = None  # its worst exit status (0 OK ... 3 UNKNOWN)
+    cli_zero: Optional[float] = None  # igwn-alert lag said 0, seconds after the pause
+    metrics_max_lag: Optional[int] = None  # the listeners' igwn_alert_lag_total, summed
 
 
 @dataclass
@@ -99,6 +125,10 @@ class Result:
     seed: int
     listeners: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    checks: list[LagCheck] = field(default_factory=list)
+    scrapes: list[Scrape] = field(default_factory=list)
+    duplicates: Duplicates = field(default_factory=Duplicates)
+    lag_command: str = ""
 
 
 def run(opts: Options) -> Result:
@@ -148,7 +178,14 @@ def _run(brokers: Brokers, opts: Options, seed: int, rng: random.Random, base: P
     steps: list[Step] = []
     t0 = time.monotonic()
     with group_of(
-        slots, workdir, brokers.bootstrap, GROUP, short, consumer_group, incidents
+        slots,
+        workdir,
+        brokers.bootstrap,
+        GROUP,
+        short,
+        consumer_group,
+        incidents,
+        extra_args=lambda slot: ["--metrics-port", "0"],
     ) as procs:
         for s in slots:
             procs[s].start()
@@ -165,6 +202,19 @@ def _run(brokers: Brokers, opts: Options, seed: int, rng: random.Random, base: P
         )
         say(f"lag sampled with {sampler.method()}")
         sampler.start()
+        checks = LagChecks(
+            brokers.bootstrap,
+            GROUP,
+            short,
+            consumer_group,
+            opts.warn if opts.warn is not None else max(1, round(2 * opts.rate)),
+            opts.critical if opts.critical is not None else max(2, round(10 * opts.rate)),
+            opts.lag_every,
+        )
+        say(f"every {opts.lag_every:g} s: {checks.shown()}")
+        checks.start()
+        scraper = MetricsScraper(procs)
+        scraper.start()
         publisher = Publisher(brokers.bootstrap, GROUP, short, "A", opts.rate)
         publisher.start()
         victim: Optional[int] = None
@@ -226,9 +276,13 @@ def _run(brokers: Brokers, opts: Options, seed: int, rng: random.Random, base: P
                 step.t_pause = time.monotonic()
                 wait_until(lambda: publisher.pending() == 0, 40, 0.1)
                 step.t_zero = sampler.wait_zero(opts.drain)
-                samples = sampler.since(step.t_start)
-                step.max_lag = max((sum(s.lag.values()) for s in samples), default=0)
-                step.max_in_flight = max((s.in_flight for s in samples), default=0)
+                # igwn-alert lag must say so too: its next runs after the sampler's zero
+                wait_until(
+                    lambda paused=step.t_pause: any(c.total == 0 for c in checks.since(paused)),
+                    3 * opts.lag_every + 10,
+                    0.2,
+                )
+                observe_step(step, sampler.since(step.t_start), checks, scraper)
                 say(
                     f"step {step.name}: max lag {step.max_lag}, lag 0 "
                     + (
@@ -236,6 +290,7 @@ def _run(brokers: Brokers, opts: Options, seed: int, rng: random.Random, base: P
                         if step.t_zero is not None
                         else "NEVER"
                     )
+                    + f"; metrics: {scraper.summary()}"
                 )
                 steps.append(step)
                 publisher.paused.clear()
@@ -252,6 +307,8 @@ def _run(brokers: Brokers, opts: Options, seed: int, rng: random.Random, base: P
         finally:
             publisher.stop()
             sampler.stop()
+            checks.stop()
+            scraper.stop()
             for s in slots:
                 procs[s].terminate()
         ledger.scan()
@@ -266,7 +323,43 @@ def _run(brokers: Brokers, opts: Options, seed: int, rng: random.Random, base: P
                 plan_name = "start-node"
             step.tally = tally(step.name, by_step.get(plan_name, []), ledger)
         total = tally("all", publisher.sent.values(), ledger)
-        return Result(steps, list(sampler.samples), t0, incidents, total, seed, slots)
+        samples = list(sampler.samples)
+        return Result(
+            steps,
+            samples,
+            t0,
+            incidents,
+            total,
+            seed,
+            slots,
+            checks=list(checks.checks),
+            scrapes=list(scraper.scrapes),
+            duplicates=check_duplicates(ledger, samples),
+            lag_command=checks.shown(),
+        )
+
+
+def observe_step(
+    step: Step, samples: list[LagSample], checks: LagChecks, scraper: MetricsScraper
+) -> None:
+    """Fill in what the three watchers saw from the step's start to now."""
+    step.max_lag = max((sum(s.lag.values()) for s in samples), default=0)
+    step.max_in_flight = max((s.in_flight for s in samples), default=0)
+    ran = checks.since(step.t_start)
+    totals = [c.total for c in ran if c.total is not None]
+    step.cli_max_lag = max(totals) if totals else None
+    step.cli_worst = max((c.code for c in ran), default=None)
+    zero = [c.t for c in checks.since(step.t_pause) if c.total == 0]
+    step.cli_zero = zero[0] - step.t_pause if zero else None
+    summed = group_lag(scraper.since(step.t_start))
+    step.metrics_max_lag = max((v for _, v in summed), default=None)
+
+
+_STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+def _opt(v: Optional[float], fmt: str = "{:d}", none: str = "-") -> str:
+    return fmt.format(v) if v is not None else none
 
 
 def print_table(r: Result) -> None:
@@ -276,22 +369,42 @@ def print_table(r: Result) -> None:
         f"{r.total.lost} lost, {r.total.duplicated} duplicated"
     )
     head = (
-        f"{'step':<16} {'sent':>5} {'delivered':>9} {'lost':>4} {'duplicated':>10} "
-        f"{'in flight':>9} {'max lag':>7} {'lag 0 after':>11}"
+        f"{'step':<16} {'sent':>5} {'delivered':>9} {'lost':>4} {'dup':>4} {'in flight':>9} "
+        f"{'max lag':>7} {'lag cmd':>7} {'status':>8} {'metrics':>7} "
+        f"{'lag 0 after':>11} {'lag cmd 0':>9}"
     )
     print(head)
     print("-" * len(head))
     for s in r.steps:
         t = s.tally or Tally(s.name)
-        zero = f"{s.t_zero:.1f} s" if s.t_zero is not None else "never"
+        worst = _STATUS.get(s.cli_worst, "-") if s.cli_worst is not None else "-"
         print(
-            f"{s.name:<16} {t.acked:>5} {t.delivered:>9} {t.lost:>4} {t.duplicated:>10} "
-            f"{s.max_in_flight:>9} {s.max_lag:>7} {zero:>11}"
+            f"{s.name:<16} {t.acked:>5} {t.delivered:>9} {t.lost:>4} {t.duplicated:>4} "
+            f"{s.max_in_flight:>9} {s.max_lag:>7} {_opt(s.cli_max_lag):>7} {worst:>8} "
+            f"{_opt(s.metrics_max_lag):>7} {_opt(s.t_zero, '{:.1f} s', 'never'):>11} "
+            f"{_opt(s.cli_zero, '{:.1f} s', 'never'):>9}"
         )
     print(
-        "(sent: acknowledged by the broker; in flight: most alerts delivered but not yet "
-        "committed; lag 0 after: from the pause of the stream)"
+        "(sent: acknowledged by the broker; dup: delivered more than once; in flight: most "
+        "alerts delivered but not yet committed; max lag: the group's committed lag, sampled "
+        "twice a second; lag cmd / status: the largest total and worst status of "
+        f"`{r.lag_command}`; metrics: the listeners' igwn_alert_lag_total summed; lag 0 "
+        "after: from the pause of the stream)"
     )
+    d = r.duplicates
+    if d.handovers:
+        print(
+            f"duplicates: {r.total.duplicated}; at most {d.bound} allowed: what was in flight "
+            f"(delivered, not committed) when the {d.handovers} replay(s) began"
+        )
+    else:
+        print(
+            f"duplicates: {r.total.duplicated} (no partition was read again from an earlier offset)"
+        )
+    if d.below_committed:
+        print(f"{len(d.below_committed)} replay(s) began below the committed offset:")
+    for line in d.below_committed[:10]:
+        print(f"  {line}")
     for s in r.steps:
         if s.action:
             print(f"  {s.name}: {s.action}")
@@ -301,56 +414,70 @@ def print_table(r: Result) -> None:
     print_incidents(r.incidents, time.time() - (time.monotonic() - r.t0))
 
 
-def per_listener(r: Result) -> dict[str, list[tuple[float, float]]]:
-    """Lag over time per listener: each partition counts for the listener that last read it."""
-    out: dict[str, list[tuple[float, float]]] = {s: [] for s in r.listeners}
-    previous: Optional[float] = None
-    for smp in r.samples:
-        if previous is not None and smp.t - previous > GAP:  # no sample: break the lines
-            for points in out.values():
-                points.append(((previous + smp.t) / 2 - r.t0, math.nan))
-        previous = smp.t
-        sums = dict.fromkeys(r.listeners, 0)
-        for part, lag in smp.lag.items():
-            owner = smp.owner.get(part)
-            if owner in sums:
-                sums[owner] += lag
-        for slot, v in sums.items():
-            out[slot].append((smp.t - r.t0, v))
+def _with_gaps(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Break a line where no value could be taken for more than :data:`GAP` seconds."""
+    out: list[tuple[float, float]] = []
+    for i, (x, y) in enumerate(points):
+        if i and x - points[i - 1][0] > GAP:
+            out.append(((x + points[i - 1][0]) / 2, math.nan))
+        out.append((x, y))
     return out
 
 
+def per_listener(r: Result) -> dict[str, list[tuple[float, float]]]:
+    """Each listener's own lag over time, as its ``/metrics`` said (``igwn_alert_lag_total``)."""
+    out: dict[str, list[tuple[float, float]]] = {s: [] for s in r.listeners}
+    for sc in r.scrapes:
+        if sc.slot in out:
+            out[sc.slot].append((sc.t - r.t0, float(sc.lag or 0)))
+    return {slot: _with_gaps(points) for slot, points in out.items()}
+
+
 def plot(r: Result, path: Path) -> None:
-    """Draw the lag of each listener over time, with the steps marked."""
+    """Each listener's lag (its metrics) and the group's (``igwn-alert lag``) over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.8), dpi=100)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), dpi=100, sharex=True)
     for slot, points in per_listener(r).items():
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.2, label=slot)
-    total: list[tuple[float, float]] = []
-    for i, smp in enumerate(r.samples):
-        if i and smp.t - r.samples[i - 1].t > GAP:
-            total.append(((smp.t + r.samples[i - 1].t) / 2 - r.t0, math.nan))
-        total.append((smp.t - r.t0, sum(smp.lag.values())))
-    if total:
-        ax.plot([p[0] for p in total], [p[1] for p in total], "k--", lw=0.8, label="group")
-    top = max((v for _, v in total if not math.isnan(v)), default=1) or 1
+            top.plot([p[0] for p in points], [p[1] for p in points], lw=1.1, label=slot)
+    sampled = _with_gaps([(smp.t - r.t0, float(sum(smp.lag.values()))) for smp in r.samples])
+    bottom.plot(
+        [p[0] for p in sampled],
+        [p[1] for p in sampled],
+        "k-",
+        lw=0.8,
+        label="committed lag (sampled twice a second)",
+    )
+    colours = {0: "tab:green", 1: "tab:orange", 2: "tab:red", 3: "tab:purple"}
+    for code, name in _STATUS.items():
+        xs = [c.t - r.t0 for c in r.checks if c.code == code and c.total is not None]
+        ys = [c.total for c in r.checks if c.code == code and c.total is not None]
+        if xs:
+            bottom.plot(xs, ys, "o", ms=4, color=colours[code], label=f"igwn-alert lag: {name}")
+    tops = [p[1] for p in sampled if not math.isnan(p[1])] + [
+        p[1] for pts in per_listener(r).values() for p in pts if not math.isnan(p[1])
+    ]
+    high = max(tops, default=1) or 1
+    for ax in (top, bottom):
+        for s in r.steps:
+            x = s.t_start - r.t0
+            ax.axvline(x, color="grey", lw=0.6, ls=":")
+            ax.axvspan(s.t_pause - r.t0, s.t_pause - r.t0 + (s.t_zero or 0), color="0.92")
+        ax.set_ylim(0, high * 1.3)
     for s in r.steps:
-        x = s.t_start - r.t0
-        ax.axvline(x, color="grey", lw=0.6, ls=":")
-        ax.text(x, top * 1.02, s.name, rotation=60, fontsize=7, va="bottom", ha="left")
-        ax.axvspan(s.t_pause - r.t0, s.t_pause - r.t0 + (s.t_zero or 0), color="0.92")
-    ax.set_xlabel("seconds since the listeners started (gaps: no lag sample could be taken)")
-    ax.set_ylabel("lag (alerts not yet committed)")
-    ax.set_ylim(0, top * 1.35)
-    ax.legend(ncol=5, fontsize=7, loc="upper right")
-    ax.set_title(
-        f"{len(r.listeners)} listeners in one consumer group: lag per listener "
-        "(shaded: stream paused until lag 0)",
+        top.text(s.t_start - r.t0, high * 1.32, s.name, rotation=60, fontsize=7, va="bottom")
+    top.set_ylabel("listener's own lag\n(igwn_alert_lag_total)")
+    top.legend(ncol=8, fontsize=7, loc="upper right")
+    bottom.set_ylabel("consumer group's lag")
+    bottom.legend(fontsize=7, loc="upper right")
+    bottom.set_xlabel("seconds since the listeners started (shaded: stream paused until lag 0)")
+    fig.suptitle(
+        f"{len(r.listeners)} listeners in one consumer group: what their metrics and "
+        "igwn-alert lag showed",
         fontsize=9,
     )
     fig.tight_layout()
@@ -371,20 +498,33 @@ def to_json(r: Result) -> dict[str, Any]:
                 "max_lag": s.max_lag,
                 "max_in_flight": s.max_in_flight,
                 "lag_zero_after": s.t_zero,
+                "lag_command_max": s.cli_max_lag,
+                "lag_command_worst": _STATUS.get(s.cli_worst) if s.cli_worst is not None else None,
+                "lag_command_zero_after": s.cli_zero,
+                "metrics_max_lag": s.metrics_max_lag,
                 **({k: v for k, v in asdict(s.tally).items() if k != "lost_alerts"}),
             }
             for s in r.steps
             if s.tally is not None
         ],
+        "duplicates": {
+            "count": r.total.duplicated,
+            "bound": r.duplicates.bound,
+            "handovers": r.duplicates.handovers,
+            "below_committed": r.duplicates.below_committed,
+        },
+        "lag_command": r.lag_command,
         "incidents": [i.what for i in r.incidents],
     }
 
 
 def failed(r: Result) -> bool:
-    """Any loss, a step after which the lag did not come back to 0, or a hang."""
+    """Any loss, more duplicates than in flight, lag not back to 0 after a step, or a hang."""
     return bool(
         r.total.lost
-        or any(s.t_zero is None for s in r.steps)
+        or r.total.duplicated > r.duplicates.bound
+        or r.duplicates.below_committed
+        or any(s.t_zero is None or s.cli_zero is None for s in r.steps)
         or any(i.what.startswith("HANG") for i in r.incidents)
     )
 
@@ -399,6 +539,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=float, default=d.step, help="seconds of traffic a step (8)")
     p.add_argument("--drain", type=float, default=d.drain, help="at most this long to lag 0")
     p.add_argument("--heap", default=d.heap, help="Java heap per node (384m)")
+    p.add_argument("--warn", type=int, default=None, help="igwn-alert lag --warn (2 s of alerts)")
+    p.add_argument(
+        "--critical", type=int, default=None, help="igwn-alert lag --critical (10 s of alerts)"
+    )
+    p.add_argument(
+        "--lag-every", type=float, default=d.lag_every, help="seconds between igwn-alert lag runs"
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--plot", type=Path, default=None, help="write the lag plot (PNG) here")
     p.add_argument("--json", dest="json_out", type=Path, default=None, help="results as JSON")
@@ -416,6 +563,9 @@ def options_from(args: argparse.Namespace) -> Options:
         step=args.step,
         drain=args.drain,
         heap=args.heap,
+        warn=args.warn,
+        critical=args.critical,
+        lag_every=args.lag_every,
         seed=args.seed,
         plot=args.plot,
         json_out=args.json_out,

@@ -29,6 +29,7 @@ from confluent_kafka import TopicPartition
 
 from . import _errors
 from ._kafka_config import base_config, rdkafka_logger
+from ._positions import RETRIABLE
 from ._topics import full_name, group_topics, server_address, short_name
 from .exceptions import (
     AuthorizationError,
@@ -75,6 +76,34 @@ def _raise_for(error: Any, *, group: str, topic: Optional[str], server: str) -> 
     if exc is not None:
         raise exc
     raise _errors.unreachable(server, error.str())
+
+
+#: A watermark request for a partition whose leader is moving fails with these for a while.
+_LEADER_MOVING = RETRIABLE | {confluent_kafka.KafkaError._UNKNOWN_PARTITION}
+
+
+def _watermarks(
+    consumer: Any, tp: TopicPartition, *, timeout: float, group: str, server: str
+) -> tuple[int, int]:
+    """The low and high watermark of a partition, asked again while its leader moves."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=timeout, cached=False
+            )
+            return int(low), int(high)
+        except confluent_kafka.KafkaException as exc:
+            error = exc.args[0]
+            if error.code() not in _LEADER_MOVING:
+                _raise_for(error, group=group, topic=tp.topic, server=server)
+            if time.monotonic() >= deadline:
+                raise _errors.unreachable(
+                    server,
+                    f"partition {tp.partition} of {tp.topic} has no leader that answers "
+                    f"(a broker node down?): {error.str()}",
+                ) from None
+        time.sleep(0.2)
 
 
 class _GroupWatch:
@@ -231,12 +260,9 @@ def measure(
         for tp in offsets:
             if tp.error is not None:
                 _raise_for(tp.error, group=consumer_group, topic=tp.topic, server=bootstrap)
-            try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=timeout, cached=False
-                )
-            except confluent_kafka.KafkaException as exc:
-                _raise_for(exc.args[0], group=consumer_group, topic=tp.topic, server=bootstrap)
+            low, high = _watermarks(
+                consumer, tp, timeout=timeout, group=consumer_group, server=bootstrap
+            )
             committed = tp.offset if tp.offset >= 0 else None
             if committed is not None:
                 lag: Optional[int] = max(0, high - committed)

@@ -103,7 +103,7 @@ def replay_offsets(
         except KafkaException as exc:
             error: Any = exc.args[0] if exc.args else None
             code = error.code() if hasattr(error, "code") else None
-            if code not in _RETRIABLE or time.monotonic() >= deadline:
+            if code not in RETRIABLE or time.monotonic() >= deadline:
                 raise
             time.sleep(0.1)  # a topic just created, or a leader moving
             continue
@@ -111,7 +111,7 @@ def replay_offsets(
         if not errors:
             break
         # a topic just created, or a leader moving: retriable, until the time-out
-        retriable = all(e.retriable() or e.code() in _RETRIABLE for e in errors)
+        retriable = all(e.retriable() or e.code() in RETRIABLE for e in errors)
         if time.monotonic() >= deadline or not retriable:
             raise _as_kafka_exception(errors[0])
         time.sleep(0.1)
@@ -124,7 +124,8 @@ def replay_offsets(
     return out
 
 
-_RETRIABLE = frozenset(
+#: Offset look-up errors that pass when a partition's leader moves or a topic is new.
+RETRIABLE = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
