@@ -13,12 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m soak", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     faults.add_arguments(sub.add_parser("faults", help="randomized fault soak (issue 9)"))
-    try:
-        from . import scaleout
-    except ImportError:  # pragma: no cover - while it is being written
-        scaleout = None  # type: ignore[assignment]
-    else:
-        scaleout.add_arguments(sub.add_parser("scaleout", help="scale-out run (issue 13)"))
+    from . import scaleout
+
+    scaleout.add_arguments(sub.add_parser("scaleout", help="scale-out run (issue 13)"))
     args = p.parse_args(argv)
 
     def interrupt(signum: int, frame: object) -> None:

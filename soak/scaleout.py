@@ -149,11 +149,11 @@ def run(opts: Options) -> Result:
         brokers.close()
     result.seconds = time.monotonic() - t_begin
     print_table(result)
+    if opts.json_out is not None:
+        opts.json_out.write_text(json.dumps(to_json(result), indent=1) + "\n")
     if opts.plot is not None:
         plot(result, opts.plot)
         say(f"plot written to {opts.plot}")
-    if opts.json_out is not None:
-        opts.json_out.write_text(json.dumps(to_json(result), indent=1) + "\n")
     if not opts.keep and not failed(result):
         shutil.rmtree(base, ignore_errors=True)
     else:
@@ -554,6 +554,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> Options:
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401 - checked before a run of minutes, not after it
+        except ImportError:
+            raise SystemExit(
+                "--plot needs matplotlib: pip install -e '.[bench]' (or leave out --plot)"
+            ) from None
     return Options(
         nodes=args.nodes,
         partitions=args.partitions,
