@@ -433,51 +433,94 @@ def per_listener(r: Result) -> dict[str, list[tuple[float, float]]]:
     return {slot: _with_gaps(points) for slot, points in out.items()}
 
 
+def rates(r: Result) -> dict[str, list[tuple[float, float]]]:
+    """Alerts per second each listener delivered, from ``igwn_alert_alerts_total``.
+
+    A counter that went down is a new process (a restart): the line breaks there.
+    """
+    out: dict[str, list[tuple[float, float]]] = {s: [] for s in r.listeners}
+    last: dict[str, Scrape] = {}
+    for sc in r.scrapes:
+        before = last.get(sc.slot)
+        last[sc.slot] = sc
+        if sc.slot not in out or before is None:
+            continue
+        if sc.delivered < before.delivered or sc.t - before.t > GAP:
+            out[sc.slot].append((sc.t - r.t0, math.nan))
+            continue
+        rate = (sc.delivered - before.delivered) / max(1e-3, sc.t - before.t)
+        out[sc.slot].append((sc.t - r.t0, rate))
+    return out
+
+
 def plot(r: Result, path: Path) -> None:
-    """Each listener's lag (its metrics) and the group's (``igwn-alert lag``) over time."""
+    """Per listener (its metrics) and for the group (``igwn-alert lag``), over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), dpi=100, sharex=True)
+    fig, (rate_ax, own_ax, group_ax) = plt.subplots(
+        3, 1, figsize=(10, 9), dpi=100, sharex=True, height_ratios=[1.2, 0.8, 1.2]
+    )
+    for slot, points in rates(r).items():
+        rate_ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.0, label=slot)
     for slot, points in per_listener(r).items():
-        if points:
-            top.plot([p[0] for p in points], [p[1] for p in points], lw=1.1, label=slot)
+        own_ax.plot([p[0] for p in points], [p[1] for p in points], lw=1.0, label=slot)
     sampled = _with_gaps([(smp.t - r.t0, float(sum(smp.lag.values()))) for smp in r.samples])
-    bottom.plot(
+    group_ax.plot(
         [p[0] for p in sampled],
         [p[1] for p in sampled],
         "k-",
         lw=0.8,
-        label="committed lag (sampled twice a second)",
+        label="committed lag (harness sampler, twice a second)",
     )
-    colours = {0: "tab:green", 1: "tab:orange", 2: "tab:red", 3: "tab:purple"}
+    colours = {0: "tab:green", 1: "tab:orange", 2: "tab:red"}
     for code, name in _STATUS.items():
-        xs = [c.t - r.t0 for c in r.checks if c.code == code and c.total is not None]
-        ys = [c.total for c in r.checks if c.code == code and c.total is not None]
-        if xs:
-            bottom.plot(xs, ys, "o", ms=4, color=colours[code], label=f"igwn-alert lag: {name}")
-    tops = [p[1] for p in sampled if not math.isnan(p[1])] + [
-        p[1] for pts in per_listener(r).values() for p in pts if not math.isnan(p[1])
-    ]
-    high = max(tops, default=1) or 1
-    for ax in (top, bottom):
+        ran = [c for c in r.checks if c.code == code]
+        if not ran:
+            continue
+        if code == 3:  # no total: it could not tell (a partition without a leader)
+            group_ax.plot(
+                [c.t - r.t0 for c in ran],
+                [0] * len(ran),
+                "x",
+                ms=7,
+                color="tab:purple",
+                label="igwn-alert lag: UNKNOWN",
+            )
+            continue
+        group_ax.plot(
+            [c.t - r.t0 for c in ran],
+            [c.total for c in ran],
+            "o",
+            ms=4,
+            color=colours[code],
+            label=f"igwn-alert lag: {name}",
+        )
+    for ax in (rate_ax, own_ax, group_ax):
         for s in r.steps:
-            x = s.t_start - r.t0
-            ax.axvline(x, color="grey", lw=0.6, ls=":")
+            ax.axvline(s.t_start - r.t0, color="grey", lw=0.6, ls=":")
             ax.axvspan(s.t_pause - r.t0, s.t_pause - r.t0 + (s.t_zero or 0), color="0.92")
-        ax.set_ylim(0, high * 1.3)
+        ax.set_ylim(bottom=0)
     for s in r.steps:
-        top.text(s.t_start - r.t0, high * 1.32, s.name, rotation=60, fontsize=7, va="bottom")
-    top.set_ylabel("listener's own lag\n(igwn_alert_lag_total)")
-    top.legend(ncol=8, fontsize=7, loc="upper right")
-    bottom.set_ylabel("consumer group's lag")
-    bottom.legend(fontsize=7, loc="upper right")
-    bottom.set_xlabel("seconds since the listeners started (shaded: stream paused until lag 0)")
+        rate_ax.annotate(
+            s.name,
+            (s.t_start - r.t0, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=60,
+            fontsize=7,
+            va="bottom",
+        )
+    rate_ax.set_ylabel("alerts/s delivered\n(igwn_alert_alerts_total)")
+    rate_ax.legend(ncol=8, fontsize=7, loc="upper right")
+    own_ax.set_ylabel("listener's own lag\n(igwn_alert_lag_total)")
+    group_ax.set_ylabel("consumer group's lag\n(committed)")
+    group_ax.legend(fontsize=7, loc="upper right")
+    group_ax.set_xlabel("seconds since the listeners started (shaded: stream paused until lag 0)")
     fig.suptitle(
-        f"{len(r.listeners)} listeners in one consumer group: what their metrics and "
-        "igwn-alert lag showed",
+        f"{len(r.listeners)} listeners in one consumer group, as their /metrics and "
+        "igwn-alert lag showed it",
         fontsize=9,
     )
     fig.tight_layout()
