@@ -7,7 +7,6 @@ good on bad input, or leak a credential. A failing test here is a finding.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,20 +15,11 @@ import warnings
 from typing import Any, Optional
 
 import pytest
-from _delivery_helpers import plain_client
-from confluent_kafka import Producer
+from _helpers import host_port, n_of, plain_client, produce, wait_for
 
 import igwn_alert
 
 RECEIVE = 20.0
-
-
-def produce(bootstrap: str, topic: str, values: list[Any]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for value in values:
-        p.produce(topic, json.dumps(value).encode(), headers=[("_format", b"json")])
-        p.poll(0)
-    assert p.flush(30) == 0
 
 
 class Run:
@@ -66,19 +56,6 @@ class Run:
         assert not self.thread.is_alive(), f"listen() still running {timeout} s after stop()"
         assert self.ended is not None
         return self.ended - start
-
-
-def until(predicate: Any, timeout: float = RECEIVE) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def n_of(payload: Any) -> Any:
-    return payload.get("n") if isinstance(payload, dict) else payload
 
 
 # -- until_eos ---------------------------------------------------------------------------------
@@ -142,7 +119,7 @@ def test_group_gets_alerts_of_a_topic_created_while_all_members_were_down(kafka_
     run1 = Run(c1, cb, ["alpha", "beta"])
     run1.ready()
     produce(kafka_broker.plaintext, a.full, [{"n": 1}])
-    assert until(lambda: ("alpha", 1) in got), got
+    assert wait_for(lambda: ("alpha", 1) in got, RECEIVE), got
     run1.stop_and_time()
     # while the group is down: beta appears and gets an alert
     b = make_topic("beta", group=a.group)
@@ -150,7 +127,7 @@ def test_group_gets_alerts_of_a_topic_created_while_all_members_were_down(kafka_
     c2 = plain_client(kafka_broker.plaintext, a.group, consumer_group=group)
     run2 = Run(c2, cb, ["alpha", "beta"])
     run2.ready()
-    delivered = until(lambda: ("beta", 2) in got, 15.0)
+    delivered = wait_for(lambda: ("beta", 2) in got, 15.0)
     run2.stop_and_time()
     print(f"\nsent=2 got={got} lost={0 if delivered else 1}")
     assert delivered, f"alert published on beta while the group was down was lost: {got}"
@@ -173,7 +150,7 @@ def test_stop_of_a_group_listener_while_its_broker_is_down_is_prompt(kafka_priva
     run = Run(c, lambda topic, payload: got.append(n_of(payload)), t.short)
     run.ready()
     produce(kafka_private_broker.plaintext, t.full, [{"n": 1}])
-    assert until(lambda: got == [1]), got
+    assert wait_for(lambda: got == [1], RECEIVE), got
     kafka_private_broker.kill()
     time.sleep(3.0)  # the outage is noticed
     took = run.stop_and_time()
@@ -280,7 +257,7 @@ def test_two_members_rebalance_during_slow_callbacks_lose_nothing(kafka_broker, 
     produce(kafka_broker.plaintext, t.full, [{"n": n} for n in sent[30:]])
     time.sleep(2.0)
     run_a.stop_and_time()  # A leaves mid-batch, B takes everything over
-    until(lambda: set(sent) <= set(got), 60.0)
+    wait_for(lambda: set(sent) <= set(got), 60.0)
     run_b.stop_and_time()
     lost = sorted(set(sent) - set(got))
     print(
@@ -340,13 +317,13 @@ def test_a_member_sigkilled_mid_batch_loses_nothing(kafka_broker, make_topic, tm
     sent = list(range(200))
     produce(kafka_broker.plaintext, t.full, [{"n": n} for n in sent])
     try:
-        assert until(lambda: len(seen()) >= 40, 60.0), len(seen())
+        assert wait_for(lambda: len(seen()) >= 40, 60.0), len(seen())
         os.kill(first.pid, signal.SIGKILL)  # in the middle of a batch of buffered alerts
         first.wait(10)
         at_kill = len(seen())
         second = subprocess.Popen([sys.executable, "-c", script])
         try:
-            until(lambda: set(sent) <= set(seen()), 90.0)
+            wait_for(lambda: set(sent) <= set(seen()), 90.0)
         finally:
             second.send_signal(signal.SIGINT)
             try:
@@ -398,8 +375,6 @@ def test_stop_while_joining_a_group_and_during_a_rebalance_is_prompt(kafka_broke
 
 
 def test_listen_with_a_wrong_password_never_shows_it(kafka_broker, make_user, caplog, capfd):
-    from _delivery_helpers import host_port
-
     user = make_user(read=["*"])
     host, port = host_port(kafka_broker.sasl)
     secret = "Wr0ng-" + uuid.uuid4().hex
@@ -459,7 +434,7 @@ def test_retry_waits_longer_than_max_poll_interval_do_not_trap_the_group(kafka_b
     run = Run(c, fails_on_1, t.short, on_failure="skip")
     run.ready()
     produce(kafka_broker.plaintext, t.full, [{"n": 1}, {"n": 2}])
-    until(lambda: 2 in calls, 30.0)
+    wait_for(lambda: 2 in calls, 30.0)
     time.sleep(12.0)  # would alert 1 come back?
     run.stop_and_time()
     print(f"\ncalls={calls} (alert 1 called {calls.count(1)} times; listen_retries=4)")
@@ -495,14 +470,16 @@ def test_broker_sigkill_and_restart_loses_nothing_published_after(kafka_private_
     for run in runs:
         run.ready()
     produce(bootstrap, t.full, [{"n": n} for n in range(30)])
-    assert until(lambda: len(set(got["private"])) == 30 and len(set(got["group"])) == 30)
+    assert wait_for(
+        lambda: len(set(got["private"])) == 30 and len(set(got["group"])) == 30, RECEIVE
+    )
     time.sleep(settle)
     kafka_private_broker.kill()
     time.sleep(5.0)
     kafka_private_broker.start()
     sent = list(range(30, 90))
     produce(bootstrap, t.full, [{"n": n} for n in sent])
-    until(lambda: all(set(sent) <= set(v) for v in got.values()), 60.0)
+    wait_for(lambda: all(set(sent) <= set(v) for v in got.values()), 60.0)
     for run in runs:
         run.stop_and_time()
     lost = {k: sorted(set(sent) - set(v)) for k, v in got.items()}
