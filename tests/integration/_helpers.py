@@ -1,5 +1,8 @@
 """Helpers shared by the integration tests: clients, a listener in a thread, raw writes
 and reads, waiting for a condition.
+
+A listener in a thread that unit tests use as well is :class:`_shared.Run`
+(``tests/_shared.py``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from _delivery_helpers import admin_for, committed
 from _helpers import host_port, n_of, plain_client, produce, wait_for
+from _shared import Run
 from confluent_kafka import Consumer, TopicPartition
 from hop.models import Blob
 
@@ -44,39 +45,6 @@ def group_at_end(bootstrap: str, group: str, topic: str, partitions: int = 1) ->
     finally:
         plain.close()
     return group
-
-
-class Run:
-    """``client.listen`` in a thread; ``got`` collects payloads; ``error`` what it raised."""
-
-    def __init__(self, client: Any, callback: Any, topic: Any, **kwargs: Any) -> None:
-        self.client, self.error, self.returned_at = client, None, None
-        self.thread = threading.Thread(
-            target=self._run, args=(callback, topic), kwargs=kwargs, daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, callback: Any, topic: Any, **kwargs: Any) -> None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.client.listen(callback, topic, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-        self.returned_at = time.monotonic()
-
-    def ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.client.listening.wait(0.05):
-            assert self.thread.is_alive(), f"listen() ended early: {self.error!r}"
-            assert time.monotonic() < deadline, "listen() not positioned in time"
-
-    def stop(self, timeout: float = 5.0) -> float:
-        start = time.monotonic()
-        self.client.stop()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "listen() did not return after stop()"
-        return time.monotonic() - start
 
 
 def got_into(got: list[Any]) -> Any:
