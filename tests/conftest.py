@@ -37,6 +37,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT / "scripts") not in sys.path:
     sys.path.append(str(REPO_ROOT / "scripts"))
+# tests/_shared.py: helpers both unit and integration test modules import
+if str(REPO_ROOT / "tests") not in sys.path:
+    sys.path.append(str(REPO_ROOT / "tests"))
 
 if TYPE_CHECKING:
     from _kafka_broker import KafkaCluster

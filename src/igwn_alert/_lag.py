@@ -28,6 +28,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from . import _errors
+from ._argtypes import count
 from ._kafka_config import base_config, rdkafka_logger
 from ._positions import RETRIABLE
 from ._topics import full_name, group_topics, server_address, short_name
@@ -309,16 +310,6 @@ def live_lag(consumer: Any, group: str) -> dict[tuple[str, int], tuple[int, int]
     return out
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``lag`` sub-command to the ``igwn-alert`` parser.
 
@@ -343,8 +334,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "-c", "--consumer-group", dest="lag_group", metavar="GROUP", help="the consumer group"
     )
-    p.add_argument("--warn", type=_count, metavar="N", help="WARNING when the total lag > N")
-    p.add_argument("--critical", type=_count, metavar="N", help="CRITICAL when the total lag > N")
+    p.add_argument("--warn", type=count(0), metavar="N", help="WARNING when the total lag > N")
+    p.add_argument("--critical", type=count(0), metavar="N", help="CRITICAL when the total lag > N")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
         "--timeout", type=float, default=10.0, metavar="S", help="seconds per request (10)"

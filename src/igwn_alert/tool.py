@@ -48,6 +48,7 @@ from adc.errors import KafkaException
 from hop.models import Blob
 
 from . import _lag, _metrics, _watchdog
+from ._argtypes import count
 from ._credentials import credential_for_user, netrc_credential
 from ._probe import probe
 from ._topics import full_name, group_topics, server_address
@@ -107,23 +108,6 @@ def _since(text: str) -> datetime:
             f"not an ISO 8601 time or a duration such as 90s, 15m, 2h, 1d: {text!r}"
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -201,7 +185,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-t",
         "--listen_retries",
-        type=_positive_int,
+        type=count(0),
         default=DEFAULT_LISTEN_RETRIES,
         help="reconnection attempts after fatal errors",
     )
@@ -235,7 +219,9 @@ def parser() -> argparse.ArgumentParser:
         help="print one JSON object a line: topic, partition, offset, timestamp (ms since "
         "the epoch), payload (decoded when it is JSON)",
     )
-    listen.add_argument("--count", type=_count, metavar="N", help="exit after N alerts (status 0)")
+    listen.add_argument(
+        "--count", type=count(1), metavar="N", help="exit after N alerts (status 0)"
+    )
     listen.add_argument(
         "--until-eos",
         action="store_true",

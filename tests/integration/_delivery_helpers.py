@@ -21,11 +21,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from _helpers import host_port, plain_client
+from _helpers import host_port, plain_client, wait_for
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-__all__ = ["host_port", "plain_client"]  # re-exported for the delivery tests
+__all__ = ["host_port", "plain_client", "wait_for"]  # re-exported for the delivery tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT / "scripts") not in sys.path:
@@ -94,17 +94,6 @@ class Tally:
 def outcome(exc: Optional[BaseException], took: float) -> str:
     """``<ExceptionName> after <t> s: <message>`` for the test's printout."""
     return f"{type(exc).__name__} after {took:.1f} s: {exc}"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- clients

@@ -1,19 +1,92 @@
-"""Helpers shared by the integration tests: clients, a listener in a thread, raw reads."""
+"""Helpers shared by the integration tests: clients, a listener in a thread, raw writes
+and reads, waiting for a condition.
+
+A listener in a thread that unit tests use as well is :class:`_shared.Run`
+(``tests/_shared.py``).
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 import warnings
 from typing import Any, Callable, Optional
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, Producer
 
 import igwn_alert
 
 READY_TIMEOUT = 15.0
 RECEIVE_TIMEOUT = 15.0
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed.
+
+    Parameters
+    ----------
+    predicate : callable
+        Called without arguments; its truth value is what counts.
+    timeout : float
+        Seconds to wait in all.
+    interval : float, optional
+        Seconds between two calls.
+
+    Returns
+    -------
+    bool
+        Whether it became true in time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def n_of(payload: Any) -> Any:
+    """The ``"n"`` of an alert ``{"n": ...}``; anything else (raw bytes) as it is."""
+    if isinstance(payload, dict):
+        return payload.get("n")
+    return payload
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: list[Any],
+    partition: Optional[int] = None,
+    fmt: Optional[bytes] = b"json",
+) -> None:
+    """Write raw values with a plain producer and wait until the broker has them all.
+
+    Parameters
+    ----------
+    bootstrap : str
+        ``host:port`` of a PLAINTEXT listener.
+    topic : str
+        The broker topic (its full name).
+    values : list
+        What to write: bytes as they are, anything else as JSON.
+    partition : int, optional
+        The partition to write to (default: librdkafka's partitioner).
+    fmt : bytes or None, optional
+        hop's ``_format`` header (none if None).
+    """
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    headers = [("_format", fmt)] if fmt else None
+    for value in values:
+        data = value if isinstance(value, bytes) else json.dumps(value).encode()
+        if partition is None:
+            p.produce(topic, data, headers=headers)
+        else:
+            p.produce(topic, data, headers=headers, partition=partition)
+        p.poll(0)
+    assert p.flush(30) == 0
 
 
 def host_port(bootstrap: str) -> tuple[str, int]:

@@ -7,78 +7,19 @@ good on bad input, or leak a credential. A failing test here is a finding.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
-import warnings
-from typing import Any, Optional
+from typing import Any
 
 import pytest
-from _delivery_helpers import plain_client
-from confluent_kafka import Producer
+from _helpers import host_port, n_of, plain_client, produce, wait_for
+from _shared import Run
 
 import igwn_alert
 
 RECEIVE = 20.0
-
-
-def produce(bootstrap: str, topic: str, values: list[Any]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for value in values:
-        p.produce(topic, json.dumps(value).encode(), headers=[("_format", b"json")])
-        p.poll(0)
-    assert p.flush(30) == 0
-
-
-class Run:
-    """``client.listen`` in a thread; ``error`` what it raised; ``ended`` when it returned."""
-
-    def __init__(self, client: Any, callback: Any, topic: Any, **kwargs: Any) -> None:
-        self.client = client
-        self.error: Optional[BaseException] = None
-        self.ended: Optional[float] = None
-        self.thread = threading.Thread(
-            target=self._run, args=(callback, topic), kwargs=kwargs, daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, callback: Any, topic: Any, **kwargs: Any) -> None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.client.listen(callback, topic, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-        self.ended = time.monotonic()
-
-    def ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.client.listening.wait(0.05):
-            assert self.thread.is_alive(), f"listen() ended early: {self.error!r}"
-            assert time.monotonic() < deadline, "listen() not positioned in time"
-
-    def stop_and_time(self, timeout: float = 30.0) -> float:
-        start = time.monotonic()
-        self.client.stop()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"listen() still running {timeout} s after stop()"
-        assert self.ended is not None
-        return self.ended - start
-
-
-def until(predicate: Any, timeout: float = RECEIVE) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def n_of(payload: Any) -> Any:
-    return payload.get("n") if isinstance(payload, dict) else payload
 
 
 # -- until_eos ---------------------------------------------------------------------------------
@@ -142,16 +83,16 @@ def test_group_gets_alerts_of_a_topic_created_while_all_members_were_down(kafka_
     run1 = Run(c1, cb, ["alpha", "beta"])
     run1.ready()
     produce(kafka_broker.plaintext, a.full, [{"n": 1}])
-    assert until(lambda: ("alpha", 1) in got), got
-    run1.stop_and_time()
+    assert wait_for(lambda: ("alpha", 1) in got, RECEIVE), got
+    run1.stop()
     # while the group is down: beta appears and gets an alert
     b = make_topic("beta", group=a.group)
     produce(kafka_broker.plaintext, b.full, [{"n": 2}])
     c2 = plain_client(kafka_broker.plaintext, a.group, consumer_group=group)
     run2 = Run(c2, cb, ["alpha", "beta"])
     run2.ready()
-    delivered = until(lambda: ("beta", 2) in got, 15.0)
-    run2.stop_and_time()
+    delivered = wait_for(lambda: ("beta", 2) in got, 15.0)
+    run2.stop()
     print(f"\nsent=2 got={got} lost={0 if delivered else 1}")
     assert delivered, f"alert published on beta while the group was down was lost: {got}"
 
@@ -173,10 +114,10 @@ def test_stop_of_a_group_listener_while_its_broker_is_down_is_prompt(kafka_priva
     run = Run(c, lambda topic, payload: got.append(n_of(payload)), t.short)
     run.ready()
     produce(kafka_private_broker.plaintext, t.full, [{"n": 1}])
-    assert until(lambda: got == [1]), got
+    assert wait_for(lambda: got == [1], RECEIVE), got
     kafka_private_broker.kill()
     time.sleep(3.0)  # the outage is noticed
-    took = run.stop_and_time()
+    took = run.stop()
     print(f"\nstop() with the broker down (consumer group): listen() returned in {took:.2f} s")
     assert run.error is None, run.error
     assert took < 0.5, f"listen() took {took:.2f} s to return after stop() (guide: 0.5 s)"
@@ -192,7 +133,7 @@ def test_stop_of_a_private_listener_while_its_broker_is_down_is_prompt(kafka_pri
     run.ready()
     kafka_private_broker.kill()
     time.sleep(3.0)
-    took = run.stop_and_time()
+    took = run.stop()
     print(f"\nstop() with the broker down (private): listen() returned in {took:.2f} s")
     assert run.error is None, run.error
     assert took < 0.5, f"listen() took {took:.2f} s to return after stop() (guide: 0.5 s)"
@@ -212,10 +153,10 @@ def test_stop_of_a_group_listener_connecting_to_a_dead_port_is_prompt():
     worst = 0.0
     for delay in (0.3, 1.7, 4.0):  # connecting, between two attempts, during retry
         time.sleep(delay)
-        took = run.stop_and_time()
+        took = run.stop()
         worst = max(worst, took)
         run = Run(c, lambda topic, payload: None, "superevent")
-    run.stop_and_time()
+    run.stop()
     print(f"\nworst stop() while connecting to a dead port: {worst:.2f} s")
     assert worst < 0.5, f"listen() took {worst:.2f} s to return after stop()"
 
@@ -279,9 +220,9 @@ def test_two_members_rebalance_during_slow_callbacks_lose_nothing(kafka_broker, 
     run_b = Run(b, slow, t.short)
     produce(kafka_broker.plaintext, t.full, [{"n": n} for n in sent[30:]])
     time.sleep(2.0)
-    run_a.stop_and_time()  # A leaves mid-batch, B takes everything over
-    until(lambda: set(sent) <= set(got), 60.0)
-    run_b.stop_and_time()
+    run_a.stop()  # A leaves mid-batch, B takes everything over
+    wait_for(lambda: set(sent) <= set(got), 60.0)
+    run_b.stop()
     lost = sorted(set(sent) - set(got))
     print(
         f"\nsent={len(sent)} received={len(set(got))} lost={len(lost)} "
@@ -335,18 +276,18 @@ def test_a_member_sigkilled_mid_batch_loses_nothing(kafka_broker, make_topic, tm
     c0 = plain_client(kafka_broker.plaintext, t.group, consumer_group=cg)
     r0 = Run(c0, lambda topic, payload: None, t.short)
     r0.ready()
-    r0.stop_and_time()
+    r0.stop()
     first = subprocess.Popen([sys.executable, "-c", script])
     sent = list(range(200))
     produce(kafka_broker.plaintext, t.full, [{"n": n} for n in sent])
     try:
-        assert until(lambda: len(seen()) >= 40, 60.0), len(seen())
+        assert wait_for(lambda: len(seen()) >= 40, 60.0), len(seen())
         os.kill(first.pid, signal.SIGKILL)  # in the middle of a batch of buffered alerts
         first.wait(10)
         at_kill = len(seen())
         second = subprocess.Popen([sys.executable, "-c", script])
         try:
-            until(lambda: set(sent) <= set(seen()), 90.0)
+            wait_for(lambda: set(sent) <= set(seen()), 90.0)
         finally:
             second.send_signal(signal.SIGINT)
             try:
@@ -377,7 +318,7 @@ def test_stop_while_joining_a_group_and_during_a_rebalance_is_prompt(kafka_broke
         c = plain_client(kafka_broker.plaintext, t.group, consumer_group=cg)
         run = Run(c, lambda topic, payload: None, t.short)
         time.sleep(delay)
-        times[f"joining+{delay}"] = run.stop_and_time()
+        times[f"joining+{delay}"] = run.stop()
         assert run.error is None, run.error
     a = plain_client(kafka_broker.plaintext, t.group, consumer_group=cg)
     run_a = Run(a, lambda topic, payload: time.sleep(0.05), t.short)
@@ -386,8 +327,8 @@ def test_stop_while_joining_a_group_and_during_a_rebalance_is_prompt(kafka_broke
     b = plain_client(kafka_broker.plaintext, t.group, consumer_group=cg)
     run_b = Run(b, lambda topic, payload: time.sleep(0.05), t.short)
     time.sleep(0.3)  # B is joining: A is asked to give partitions up
-    times["A during rebalance"] = run_a.stop_and_time()
-    times["B during rebalance"] = run_b.stop_and_time()
+    times["A during rebalance"] = run_a.stop()
+    times["B during rebalance"] = run_b.stop()
     print("\n" + " ".join(f"{k}={v:.2f}s" for k, v in times.items()))
     assert run_a.error is None and run_b.error is None, (run_a.error, run_b.error)
     slow = {k: round(v, 2) for k, v in times.items() if v >= 0.5}
@@ -398,8 +339,6 @@ def test_stop_while_joining_a_group_and_during_a_rebalance_is_prompt(kafka_broke
 
 
 def test_listen_with_a_wrong_password_never_shows_it(kafka_broker, make_user, caplog, capfd):
-    from _delivery_helpers import host_port
-
     user = make_user(read=["*"])
     host, port = host_port(kafka_broker.sasl)
     secret = "Wr0ng-" + uuid.uuid4().hex
@@ -417,7 +356,7 @@ def test_listen_with_a_wrong_password_never_shows_it(kafka_broker, make_user, ca
         run = Run(c, lambda topic, payload: None, "superevent")
         run.thread.join(15)
         if run.thread.is_alive():
-            run.stop_and_time()
+            run.stop()
     texts.append(f"{type(run.error).__name__}: {run.error}")
     texts += [r.getMessage() for r in caplog.records]
     cap = capfd.readouterr()
@@ -459,9 +398,9 @@ def test_retry_waits_longer_than_max_poll_interval_do_not_trap_the_group(kafka_b
     run = Run(c, fails_on_1, t.short, on_failure="skip")
     run.ready()
     produce(kafka_broker.plaintext, t.full, [{"n": 1}, {"n": 2}])
-    until(lambda: 2 in calls, 30.0)
+    wait_for(lambda: 2 in calls, 30.0)
     time.sleep(12.0)  # would alert 1 come back?
-    run.stop_and_time()
+    run.stop()
     print(f"\ncalls={calls} (alert 1 called {calls.count(1)} times; listen_retries=4)")
     assert run.error is None, run.error
     assert calls.count(2) == 1 and calls.count(1) == 4, calls
@@ -495,16 +434,18 @@ def test_broker_sigkill_and_restart_loses_nothing_published_after(kafka_private_
     for run in runs:
         run.ready()
     produce(bootstrap, t.full, [{"n": n} for n in range(30)])
-    assert until(lambda: len(set(got["private"])) == 30 and len(set(got["group"])) == 30)
+    assert wait_for(
+        lambda: len(set(got["private"])) == 30 and len(set(got["group"])) == 30, RECEIVE
+    )
     time.sleep(settle)
     kafka_private_broker.kill()
     time.sleep(5.0)
     kafka_private_broker.start()
     sent = list(range(30, 90))
     produce(bootstrap, t.full, [{"n": n} for n in sent])
-    until(lambda: all(set(sent) <= set(v) for v in got.values()), 60.0)
+    wait_for(lambda: all(set(sent) <= set(v) for v in got.values()), 60.0)
     for run in runs:
-        run.stop_and_time()
+        run.stop()
     lost = {k: sorted(set(sent) - set(v)) for k, v in got.items()}
     print(
         "\n"
@@ -534,7 +475,7 @@ def test_a_private_listener_started_on_a_brand_new_topic_does_not_die(kafka_brok
         while not c.listening.wait(0.05) and run.thread.is_alive():
             assert time.monotonic() < deadline
         if run.thread.is_alive():
-            run.stop_and_time()
+            run.stop()
         if run.error is not None:
             errors.append(f"{type(run.error).__name__}: {run.error}")
     print(f"\n{len(errors)} of {tries} listeners died at start: {errors[:1]}")

@@ -7,17 +7,18 @@ and prints what was sent and what arrived where counting matters.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import sys
 import threading
 import time
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import pytest
-from _delivery_helpers import admin_for, committed, host_port, plain_client
-from confluent_kafka import Consumer, Producer, TopicPartition
+from _delivery_helpers import admin_for, committed
+from _helpers import host_port, n_of, plain_client, produce, wait_for
+from _shared import Run
+from confluent_kafka import Consumer, TopicPartition
 from hop.models import Blob
 
 from igwn_alert.exceptions import (
@@ -29,26 +30,6 @@ from igwn_alert.exceptions import (
 )
 
 RECEIVE = 20.0
-
-
-def produce(
-    bootstrap: str,
-    topic: str,
-    values: list[Any],
-    partition: Optional[int] = None,
-    fmt: Optional[bytes] = b"json",
-) -> None:
-    """Write raw values with a plain producer (hop's ``_format`` header unless None)."""
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    headers = [("_format", fmt)] if fmt else None
-    for value in values:
-        data = value if isinstance(value, bytes) else json.dumps(value).encode()
-        if partition is None:
-            p.produce(topic, data, headers=headers)
-        else:
-            p.produce(topic, data, headers=headers, partition=partition)
-        p.poll(0)
-    assert p.flush(30) == 0
 
 
 def group_at_end(bootstrap: str, group: str, topic: str, partitions: int = 1) -> str:
@@ -66,56 +47,8 @@ def group_at_end(bootstrap: str, group: str, topic: str, partitions: int = 1) ->
     return group
 
 
-class Run:
-    """``client.listen`` in a thread; ``got`` collects payloads; ``error`` what it raised."""
-
-    def __init__(self, client: Any, callback: Any, topic: Any, **kwargs: Any) -> None:
-        self.client, self.error, self.returned_at = client, None, None
-        self.thread = threading.Thread(
-            target=self._run, args=(callback, topic), kwargs=kwargs, daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, callback: Any, topic: Any, **kwargs: Any) -> None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.client.listen(callback, topic, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-        self.returned_at = time.monotonic()
-
-    def ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.client.listening.wait(0.05):
-            assert self.thread.is_alive(), f"listen() ended early: {self.error!r}"
-            assert time.monotonic() < deadline, "listen() not positioned in time"
-
-    def stop(self, timeout: float = 5.0) -> float:
-        start = time.monotonic()
-        self.client.stop()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "listen() did not return after stop()"
-        return time.monotonic() - start
-
-
-def until(predicate: Any, timeout: float = RECEIVE) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def got_into(got: list[Any]) -> Any:
     return lambda topic, payload: got.append(payload)
-
-
-def n_of(payload: Any) -> Any:
-    if isinstance(payload, dict):
-        return payload.get("n")
-    return payload
 
 
 # -- 1, 2: bad bytes on the wire ---------------------------------------------------------------
@@ -132,7 +65,7 @@ def test_1_deeply_nested_json_reaches_the_callback_as_raw_bytes_and_the_group_go
     run = Run(c, lambda topic, payload: got.append(payload), topic.short)
     run.ready()
     produce(kafka_broker.plaintext, topic.full, [bomb, {"n": 1}])
-    assert until(lambda: len(got) == 2), got
+    assert wait_for(lambda: len(got) == 2, RECEIVE), got
     run.stop()
     assert run.error is None, run.error
     assert isinstance(got[0], Blob) and got[0].content == bomb
@@ -142,7 +75,7 @@ def test_1_deeply_nested_json_reaches_the_callback_as_raw_bytes_and_the_group_go
     again: list[Any] = []
     c2 = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
     run2 = Run(c2, lambda topic, payload: again.append(payload), topic.short)
-    assert until(lambda: again == [{"n": 2}]), again
+    assert wait_for(lambda: again == [{"n": 2}], RECEIVE), again
     run2.stop()
     assert run2.error is None
 
@@ -199,7 +132,7 @@ def test_3_nonfatal_error_from_the_callback_never_skips_the_alert(kafka_broker, 
     again: list[Any] = []
     c2 = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
     run2 = Run(c2, lambda topic, payload: again.append(n_of(payload)), topic.short)
-    assert until(lambda: again == [2, 3]), again
+    assert wait_for(lambda: again == [2, 3], RECEIVE), again
     run2.stop()
     print(f"\nsent=3 first_run={calls} after_restart={again} lost=0")
 
@@ -254,7 +187,7 @@ def test_5_private_listener_reopened_resumes_every_partition(kafka_broker, make_
     run = Run(c, callback, topic.short)
     run.ready()
     produce(kafka_broker.plaintext, topic.full, [{"n": 1}], partition=0)
-    assert until(lambda: sorted(got) == [1, 2, 3]), got
+    assert wait_for(lambda: sorted(got) == [1, 2, 3], RECEIVE), got
     run.stop()
     assert run.error is None
     print(f"\nsent=3 received={sorted(got)} lost=0")
@@ -273,7 +206,7 @@ def test_6_group_resumes_at_its_committed_position_not_at_the_end(kafka_broker, 
     got: list[Any] = []
     c = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
     run = Run(c, lambda topic, payload: got.append(n_of(payload)), topic.short)
-    assert until(lambda: len(got) >= 25), got
+    assert wait_for(lambda: len(got) >= 25, RECEIVE), got
     run.stop()
     assert got == list(range(17, 42))
     assert committed(admin_for(kafka_broker.plaintext), group, topic.full, 1) == {0: 42}
@@ -300,7 +233,7 @@ def test_7_slow_callbacks_keep_their_group_membership(kafka_broker, make_topic, 
         run = Run(c, slow, topic.short)
         run.ready()
         produce(kafka_broker.plaintext, topic.full, [{"n": i} for i in range(40)])  # 16 s
-        assert until(lambda: len(got) >= 40, timeout=60), len(got)
+        assert wait_for(lambda: len(got) >= 40, 60), len(got)
         before_stop = list(caplog.records)  # closing gives the partition back: not counted
         run.stop()
     taken = [
@@ -372,7 +305,7 @@ def test_11_reference_stop_idiom_through_the_streams_consumer(kafka_broker, make
         run = Run(c, got_into(got), topic.short)
         run.ready()
         produce(kafka_broker.plaintext, topic.full, [{"n": 1}])
-        assert until(lambda got=got: got == [{"n": 1}]), got
+        assert wait_for(lambda got=got: got == [{"n": 1}], RECEIVE), got
         start = time.monotonic()
         c.stop_listening.set()
         c._listen_stream._consumer.stop()  # igwn-alert 0.7.0's stop(), by hand

@@ -8,30 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import pytest
+from _shared import Run
 
 from igwn_alert.exceptions import DeliveryError
 from igwn_alert.testing import InMemoryBroker, InMemoryClient
-
-
-class Run:
-    def __init__(self, client: Any, callback: Any, topic: Any, **kwargs: Any) -> None:
-        self.client = client
-        self.error: Optional[BaseException] = None
-        self.ended: Optional[float] = None
-        self.thread = threading.Thread(
-            target=self._run, args=(callback, topic), kwargs=kwargs, daemon=True
-        )
-        self.thread.start()
-
-    def _run(self, callback: Any, topic: Any, **kwargs: Any) -> None:
-        try:
-            self.client.listen(callback, topic, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-        self.ended = time.monotonic()
 
 
 @pytest.mark.parametrize("bad", [0, -1, "2", 2.5])
@@ -45,7 +28,12 @@ def test_a_bad_max_messages_is_a_clear_error_not_an_endless_listen(bad):
         bus.inject("superevent", {"n": n})
     got: list[Any] = []
     run = Run(
-        c, lambda topic, payload: got.append(payload), "superevent", max_messages=bad, timeout=None
+        c,
+        lambda topic, payload: got.append(payload),
+        "superevent",
+        quiet=False,
+        max_messages=bad,
+        timeout=None,
     )
     run.thread.join(2.0)
     alive = run.thread.is_alive()
@@ -69,7 +57,7 @@ def test_stop_from_many_threads_during_retry_wait_is_prompt_and_the_alert_not_do
         calls.append(payload)
         raise DeliveryError("follow-up publish failed")
 
-    run = Run(c, fails, "superevent", timeout=None)
+    run = Run(c, fails, "superevent", quiet=False, timeout=None)
     deadline = time.monotonic() + 5
     while not calls and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -101,7 +89,7 @@ def test_group_until_eos_on_a_missing_topic_returns_in_memory():
     """The in-memory twin of the Kafka test of the same name (it returns here)."""
     bus = InMemoryBroker()
     c = InMemoryClient(broker=bus, consumer_group="cg")
-    run = Run(c, lambda topic, payload: None, "no-such-topic", until_eos=True)
+    run = Run(c, lambda topic, payload: None, "no-such-topic", quiet=False, until_eos=True)
     run.thread.join(5)
     assert not run.thread.is_alive()
     assert run.error is None

@@ -96,6 +96,24 @@ def test_bad_log_level_variable_is_a_usage_error(cli, monkeypatch, capsys):
     assert cli.instances == []
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-t", "three", "topics"], "argument -t/--listen_retries: not a whole number: 'three'"),
+        (["-t", "-1", "topics"], "argument -t/--listen_retries: must not be negative: -1"),
+        (["listen", "--count", "0"], "argument --count: must be at least 1: 0"),
+        (["listen", "--count", "two"], "argument --count: not a whole number: 'two'"),
+        (["lag", "-c", "grp", "--warn", "-1"], "argument --warn: must not be negative: -1"),
+        (["lag", "-c", "grp", "--critical", "x"], "argument --critical: not a whole number: 'x'"),
+    ],
+    ids=["retries-word", "retries-negative", "count-0", "count-word", "warn", "critical"],
+)
+def test_a_bad_whole_number_option_names_the_option_and_the_problem(cli, capsys, args, message):
+    assert run(["--no-auth", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert cli.instances == []
+
+
 def test_x_settings_become_config(cli):
     args = ["--no-auth", "-X", "session.timeout.ms=6000", "-X", "client.id=a=b", "topics"]
     assert run(args) == 0
