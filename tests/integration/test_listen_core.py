@@ -60,7 +60,7 @@ def test_1_deeply_nested_json_reaches_the_callback_as_raw_bytes_and_the_group_go
     topic = make_topic()
     bomb = b"[" * 1000
     got: list[Any] = []
-    group = group_at_end(kafka_broker.plaintext, f"cg-{topic.short}", topic.full)
+    group = group_at_end(kafka_broker.plaintext, f"cg-{topic.group}", topic.full)
     c = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
     run = Run(c, lambda topic, payload: got.append(payload), topic.short)
     run.ready()
@@ -113,7 +113,7 @@ def test_2_many_undecodable_messages_keep_memory_and_logs_flat(kafka_broker, mak
 
 def test_3_nonfatal_error_from_the_callback_never_skips_the_alert(kafka_broker, make_topic):
     topic = make_topic()
-    group = group_at_end(kafka_broker.plaintext, f"cg-{topic.short}", topic.full)
+    group = group_at_end(kafka_broker.plaintext, f"cg-{topic.group}", topic.full)
     calls: list[Any] = []
 
     def follow_up_fails(topic: str, payload: Any) -> None:
@@ -150,7 +150,7 @@ def test_4_fatal_error_from_the_callback_is_retried_at_most_listen_retries_times
     c = plain_client(
         kafka_broker.plaintext,
         topic.group,
-        consumer_group=group_at_end(kafka_broker.plaintext, f"cg-{topic.short}", topic.full),
+        consumer_group=group_at_end(kafka_broker.plaintext, f"cg-{topic.group}", topic.full),
         retry_on_fatal=True,
         listen_retries=3,
         retry_wait=0.05,
@@ -198,7 +198,7 @@ def test_5_private_listener_reopened_resumes_every_partition(kafka_broker, make_
 
 def test_6_group_resumes_at_its_committed_position_not_at_the_end(kafka_broker, make_topic):
     topic = make_topic()
-    group = f"cg-{topic.short}"
+    group = f"cg-{topic.group}"
     produce(kafka_broker.plaintext, topic.full, [{"n": i} for i in range(42)])
     plain = Consumer({"bootstrap.servers": kafka_broker.plaintext, "group.id": group})
     plain.commit(offsets=[TopicPartition(topic.full, 0, 17)], asynchronous=False)
@@ -208,6 +208,52 @@ def test_6_group_resumes_at_its_committed_position_not_at_the_end(kafka_broker, 
     run = Run(c, lambda topic, payload: got.append(n_of(payload)), topic.short)
     assert wait_for(lambda: len(got) >= 25, RECEIVE), got
     run.stop()
+    assert got == list(range(17, 42))
+    assert committed(admin_for(kafka_broker.plaintext), group, topic.full, 1) == {0: 42}
+
+
+def test_6_group_resumes_at_its_committed_position_when_the_look_up_times_out(
+    kafka_broker: Any, make_topic: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scenario itself: the position look-up times out (a re-balance on a busy broker).
+
+    The old reader replaced a failed ``committed()`` by "no position", started at the end
+    and committed it (17-41 never delivered); librdkafka, which resolves the committed
+    position itself on assignment, must be left to do so.
+    """
+    import confluent_kafka
+    from confluent_kafka import KafkaError, KafkaException
+
+    topic = make_topic()
+    group = f"cg-{topic.group}"
+    produce(kafka_broker.plaintext, topic.full, [{"n": i} for i in range(42)])
+    plain = Consumer({"bootstrap.servers": kafka_broker.plaintext, "group.id": group})
+    plain.commit(offsets=[TopicPartition(topic.full, 0, 17)], asynchronous=False)
+    plain.close()
+    timeouts = []
+
+    class TimingOut(confluent_kafka.Consumer):  # type: ignore[misc]
+        """The real consumer, whose committed() look-ups for this group time out."""
+
+        def __init__(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+            self._times_out = config.get("group.id") == group
+            super().__init__(config, *args, **kwargs)
+
+        def committed(self, *args: Any, **kwargs: Any) -> Any:
+            if self._times_out:
+                timeouts.append(time.monotonic())
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+            return super().committed(*args, **kwargs)
+
+    monkeypatch.setattr(confluent_kafka, "Consumer", TimingOut)
+    got: list[Any] = []
+    c = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
+    run = Run(c, lambda topic, payload: got.append(n_of(payload)), topic.short)
+    assert wait_for(lambda: len(got) >= 25, RECEIVE), got
+    time.sleep(1.0)  # nothing more may come
+    run.stop()
+    monkeypatch.undo()
+    assert timeouts, "the reader never looked the position up: the scenario was not exercised"
     assert got == list(range(17, 42))
     assert committed(admin_for(kafka_broker.plaintext), group, topic.full, 1) == {0: 42}
 
@@ -226,7 +272,7 @@ def test_7_slow_callbacks_keep_their_group_membership(kafka_broker, make_topic, 
     c = plain_client(
         kafka_broker.plaintext,
         topic.group,
-        consumer_group=group_at_end(kafka_broker.plaintext, f"cg-{topic.short}", topic.full),
+        consumer_group=group_at_end(kafka_broker.plaintext, f"cg-{topic.group}", topic.full),
         config={"max.poll.interval.ms": 6000, "session.timeout.ms": 6000},
     )
     with caplog.at_level(logging.INFO, logger="igwn_alert"):
