@@ -83,6 +83,9 @@ def _metadata_hop(message: Any, headers: Any) -> Metadata:
     return Metadata.from_message(message)
 
 
+#: What ``_messages`` yields (see there).
+_DECODED, _DECODED_MD, _RAW, _RAW_MD = range(4)
+
 _new_metadata = object.__new__
 _METADATA_FIELDS = ("topic", "partition", "offset", "timestamp", "key", "headers", "_raw")
 _metadata = (
@@ -573,9 +576,10 @@ class AlertReader:
         adc.errors.KafkaException
             For a fatal error, a refused credential or a missing ACL (each reported once).
         """
-        for message, headers, fmt in self._messages(max(1, int(batch_size)), autocommit):
-            payload = decode(message, fmt)
-            yield (payload, _metadata(message, headers)) if metadata else payload
+        # one generator, not a generator wrapping another: this is the listen loop's path
+        return self._messages(
+            max(1, int(batch_size)), autocommit, _DECODED_MD if metadata else _DECODED
+        )
 
     def read_raw(self, metadata: bool = False, autocommit: bool = True, **kwargs: Any) -> Any:
         """Yield the raw :class:`confluent_kafka.Message` objects (hop's ``read_raw``).
@@ -595,11 +599,15 @@ class AlertReader:
             The messages.
         """
         size = max(1, int(kwargs.get("batch_size", 1)))
-        for message, headers, _fmt in self._messages(size, autocommit):
-            yield (message, _metadata(message, headers)) if metadata else message
+        return self._messages(size, autocommit, _RAW_MD if metadata else _RAW)
 
-    def _messages(self, take: int, autocommit: bool) -> Iterator[Any]:
-        """The hot loop: messages in order, errors raised, positions never touched."""
+    def _messages(self, take: int, autocommit: bool, shape: int) -> Iterator[Any]:
+        """The hot loop: messages in order, errors raised, positions never touched.
+
+        ``shape`` is what is yielded: :data:`_DECODED` payloads, :data:`_DECODED_MD`
+        ``(payload, metadata)``, :data:`_RAW` messages or :data:`_RAW_MD` ``(message,
+        metadata)``.
+        """
         if not self._started:
             self._started = True
             if not self._start():
@@ -664,7 +672,14 @@ class AlertReader:
                     previous = None
                 if autocommit:
                     previous = message
-                yield message, headers, fmt
+                if shape == _DECODED_MD:
+                    yield decode(message, fmt), _metadata(message, headers)
+                elif shape == _DECODED:
+                    yield decode(message, fmt)
+                elif shape == _RAW:
+                    yield message
+                else:
+                    yield message, _metadata(message, headers)
                 if stop.is_set():
                     break
                 if guard and not index & 15 and time.perf_counter() - began > _BATCH_BUDGET * 4:
@@ -776,6 +791,9 @@ class AlertReader:
             False commits at once (consumer group); True (default) stores the offset for
             librdkafka's next commit.
         """
+        if self._private:  # the metadata's own fields: no call into the message
+            self._ledger.done((metadata.topic, metadata.partition), metadata.offset)
+            return
         self._done(metadata._raw, asynchronous)
 
     def positions(self) -> dict[tuple[str, int], int]:
