@@ -114,6 +114,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         params: dict[str, Any] = dict(extra)
         if scenario == "listen_replay":
             params.update(topic="replay", n=args.n)
+            if cand == "plain":  # the plain loop replays without a group (as in run.py)
+                params.pop("consumer_group", None)
         elif scenario == "listen_live":
             g = "g" if extra.get("consumer_group") else ""
             params.update(topic=f"live{g}{r}-{cand}", warm_topic=f"live{g}w{r}-{cand}", n=args.n)

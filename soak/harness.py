@@ -702,7 +702,30 @@ class LagSample:
     committed: dict[int, int] = field(default_factory=dict)  # partition -> committed (or start)
 
 
-class LagSampler(threading.Thread):
+class Periodic(threading.Thread):
+    """A daemon thread that calls :meth:`tick` every ``interval`` seconds until stopped."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.interval = interval
+        self._halt = threading.Event()
+        self.lock = threading.Lock()  # for what a subclass collects
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            t0 = time.monotonic()
+            self.tick()
+            self._halt.wait(max(0.0, self.interval - (time.monotonic() - t0)))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(20)
+
+
+class LagSampler(Periodic):
     """Sample the consumer group's lag per partition, without joining the group.
 
     A plain :class:`confluent_kafka.Consumer` with the group's id asks ``committed()`` and
@@ -723,7 +746,7 @@ class LagSampler(threading.Thread):
         group: Optional[str] = None,
         short: Optional[str] = None,
     ) -> None:
-        super().__init__(name="soak-lag", daemon=True)
+        super().__init__("soak-lag", interval)
         self.group = group  # with the short topic name: use igwn_alert._lag if it is there
         self.short = short
         self.bootstrap = bootstrap
@@ -734,10 +757,8 @@ class LagSampler(threading.Thread):
         self.topic = topic
         self.partitions = partitions
         self.ledger = ledger
-        self.interval = interval
         self.samples: list[LagSample] = []
         self.failures = 0
-        self._halt = threading.Event()
         self._lock = threading.Lock()
 
     def _new_consumer(self) -> Any:
@@ -826,15 +847,11 @@ class LagSampler(threading.Thread):
             self.samples.append(s)
         return s
 
-    def run(self) -> None:
-        while not self._halt.is_set():
-            t0 = time.monotonic()
-            self.sample()
-            self._halt.wait(max(0.0, self.interval - (time.monotonic() - t0)))
+    def tick(self) -> None:
+        self.sample()
 
     def stop(self) -> None:
-        self._halt.set()
-        self.join(15)
+        super().stop()
         with contextlib.suppress(Exception):
             self.consumer.close()
 

@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .harness import LagSample, Ledger, ListenerProc, say
+from .harness import LagSample, Ledger, ListenerProc, Periodic, say
 
 #: ``IGWN-ALERT LAG WARNING - total lag 37 | lag=37;40;200;0``
 _PERF = re.compile(r"\|\s*lag=(\d+);")
@@ -78,30 +77,7 @@ def parse_metrics(text: str) -> tuple[str, int, Optional[int], int]:
     return state, partitions, lag, delivered
 
 
-class _Every(threading.Thread):
-    """Call ``tick`` every ``interval`` seconds until stopped."""
-
-    def __init__(self, name: str, interval: float) -> None:
-        super().__init__(name=name, daemon=True)
-        self.interval = interval
-        self._halt = threading.Event()
-        self.lock = threading.Lock()
-
-    def tick(self) -> None:
-        raise NotImplementedError
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            t0 = time.monotonic()
-            self.tick()
-            self._halt.wait(max(0.0, self.interval - (time.monotonic() - t0)))
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(20)
-
-
-class LagChecks(_Every):
+class LagChecks(Periodic):
     """``igwn-alert lag`` as a Nagios check of the consumer group, every ``interval`` s."""
 
     def __init__(
@@ -172,7 +148,7 @@ class LagChecks(_Every):
             return [c for c in self.checks if t0 <= c.t < t1]
 
 
-class MetricsScraper(_Every):
+class MetricsScraper(Periodic):
     """Scrape every live listener's ``/metrics`` every ``interval`` seconds."""
 
     def __init__(self, procs: dict[str, ListenerProc], interval: float = 1.0) -> None:
