@@ -57,6 +57,8 @@ _BATCH_BUDGET = 0.5  # seconds of callbacks per batch before batches shrink
 _METADATA_TIMEOUT = 10.0
 _LOOKUP_TIMEOUT = 10.0
 _REPORT_EVERY = 1.0  # seconds between two lag reports to the listener's stats
+#: Once listening, a credential refused for this long is no broker restart: it is reported.
+_REFUSED_FOR = 20.0
 _GROUP_LOOKUP = 5.0  # seconds to look up a group's positions before joining it
 #: how long close() waits for librdkafka after stop() before finishing in the background
 _CLOSE_AFTER_STOP = 0.3
@@ -200,6 +202,9 @@ class AlertReader:
         self._started = False
         self._pending: Optional[KafkaException] = None
         self._outage = False
+        #: topic (None: the whole connection) -> (since, error) of credentials refused while
+        #: listening; retried for _REFUSED_FOR seconds, forgotten when an alert comes through
+        self._refused: dict[Optional[str], tuple[float, KafkaException]] = {}
         self._warned_missing: set[str] = set()
         self._assigned: set[tuple[str, int]] = set()
         self._replayed: set[tuple[str, int]] = set()
@@ -456,9 +461,11 @@ class AlertReader:
         try:
             exc = _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
             credential = isinstance(exc, (AuthenticationError, AuthorizationError))
-            if exc is None or (credential and self._ready.is_set() and not error.fatal()):
+            if exc is not None and credential and self._ready.is_set() and not error.fatal():
                 # once listening, a refused credential is what a broker restart looks like
-                # (SCIMMA's do this): librdkafka retries, so do we
+                # (SCIMMA's do this): librdkafka retries, so do we, for a while
+                self._refusal(None, error, exc)
+            elif exc is None:
                 self._transient(error)
             elif self._pending is None:
                 self._pending = exc
@@ -472,6 +479,34 @@ class AlertReader:
             exc = BrokerUnreachableError(f"Kafka request to {self.bootstrap} failed: {exc}")
         if self._pending is None:
             self._pending = exc
+
+    def _refusal(self, topic: Optional[str], error: Any, exc: KafkaException) -> None:
+        """A credential refused while listening: retried for a while, like a restart."""
+        self._refused.setdefault(topic, (time.monotonic(), exc))
+        self._transient(error)
+
+    def _check_refused(self) -> None:
+        """Report a refusal that lasted :data:`_REFUSED_FOR` seconds (raises it)."""
+        now = time.monotonic()
+        for topic, (since, exc) in list(self._refused.items()):
+            if now - since >= _REFUSED_FOR:
+                self._refused.clear()
+                log.error(
+                    "the credential is still refused after %.0f s of retrying%s: %s",
+                    now - since,
+                    f" (topic {topic})" if topic else "",
+                    exc,
+                )
+                raise exc
+
+    def _came_through(self, topic: Optional[str]) -> None:
+        self._refused.pop(topic, None)
+        self._refused.pop(None, None)
+        if self._outage:
+            self._outage = False
+            log.warning("Kafka broker %s: connection restored", self.bootstrap)
+            if self.stats is not None and self._ready.is_set():
+                self.stats.set_state("listening")
 
     def _transient(self, error: Any) -> None:
         if not self._outage:
@@ -505,7 +540,10 @@ class AlertReader:
             return
         exc = _errors.exception_for(error, topic=topic, group=self.group_id, server=self.bootstrap)
         credential = isinstance(exc, (AuthenticationError, AuthorizationError))
-        if exc is None or (credential and self._ready.is_set() and not error.fatal()):
+        if exc is not None and credential and self._ready.is_set() and not error.fatal():
+            self._refusal(topic or None, error, exc)
+            return
+        if exc is None:
             self._transient(error)
             return
         raise exc
@@ -628,6 +666,8 @@ class AlertReader:
                     self._assign_private(found, initial=False)
             if until_eos and self._finished():
                 break
+            if self._refused:
+                self._check_refused()
             if self.stats is not None:
                 now = time.perf_counter()
                 if now - self._reported > _REPORT_EVERY:
@@ -638,16 +678,16 @@ class AlertReader:
                 if first is None:
                     continue
                 batch = [first]
-            if self._outage:
-                self._outage = False
-                log.warning("Kafka broker %s: connection restored", self.bootstrap)
-                if self.stats is not None and self._ready.is_set():
-                    self.stats.set_state("listening")
             began = time.perf_counter()
+            troubled = self._outage or bool(self._refused)
             for index, message in enumerate(batch):
                 if message.error() is not None:
                     self._message_error(message)
+                    troubled = self._outage or bool(self._refused)
                     continue
+                if troubled:  # an alert came through: the outage (or refusal) is over
+                    self._came_through(message.topic())
+                    troubled = self._outage or bool(self._refused)
                 # one pass over the headers (librdkafka converts them once per message)
                 headers: Any = message.headers()
                 fmt = None

@@ -32,6 +32,14 @@ def _client(kafka_broker: Any, group: str, credential: Any, **kwargs: Any) -> An
     )
 
 
+def _client_plain(kafka_broker: Any, group: str) -> Any:
+    """A client on the PLAINTEXT listener (no ACLs there): the publisher of a test."""
+    import igwn_alert
+
+    host, port = kafka_broker.plaintext.rsplit(":", 1)
+    return igwn_alert.client(noauth=True, server=f"kafka://{host}", port=int(port), group=group)
+
+
 def _credential(user: Any, password: str) -> Any:
     from hop.auth import Auth, SASLMethod
 
@@ -251,3 +259,78 @@ def test_password_never_logged(
         )
         lost, dup = tally.report()
     assert lost == 0 and dup == 0
+
+
+@pytest.mark.parametrize("retry_on_fatal", [False, True], ids=["defaults", "retry_on_fatal"])
+def test_read_acl_revoked_mid_stream_loses_nothing(
+    kafka_broker: Any, make_topic: Any, make_user: Any, retry_on_fatal: bool
+) -> None:
+    """A listener's READ ACL is taken away while it listens, then given back.
+
+    What it must do: ride out a short refusal (a broker restart looks like one), then tell
+    the caller clearly (an AuthorizationError that names the topic, never a silent stall;
+    with ``retry_on_fatal`` it keeps trying), and lose nothing: once the ACL is back, a
+    listener of the same consumer group delivers every alert published meanwhile.
+    """
+    from igwn_alert._reading import _REFUSED_FOR
+    from igwn_alert.exceptions import AuthorizationError
+
+    topic = make_topic("superevent")
+    user = make_user(read=[topic])
+    credential = _credential(user, user.password)
+    group_id = f"revoked-{uuid.uuid4().hex[:8]}"
+    admin = kafka_broker  # BrokerInfo: ACL administration with the admin credential
+    publisher = _client_plain(kafka_broker, topic.group)
+    tally = Tally("READ ACL revoked mid-stream")
+
+    def listener() -> Listener:
+        return Listener(
+            _client(
+                kafka_broker,
+                topic.group,
+                credential,
+                consumer_group=group_id,
+                retry_on_fatal=retry_on_fatal,
+                listen_retries=1000,
+                retry_wait=0.5,
+            ),
+            topic.short,
+            tally,
+        ).start()
+
+    first = listener()
+    assert wait_for(lambda: first.client.listening.is_set(), BUDGET)
+    for i in range(5):
+        publisher.publish(topic.short, alert(i))
+        tally.send(i)
+    assert wait_for(lambda: tally.count() >= 5, BUDGET), tally.lost_ids()
+
+    granted = admin.acls_for(user.username)
+    admin.delete_acls_for(user.username)
+    t_revoked = time.monotonic()
+    for i in range(5, 10):  # published while the listener may not read them
+        publisher.publish(topic.short, alert(i))
+        tally.send(i)
+    if not retry_on_fatal:
+        first.thread.join(_REFUSED_FOR + 15)
+        assert not first.alive, "listen() neither delivered nor reported the refusal"
+        took = (first.returned_at or time.monotonic()) - t_revoked
+        print(f"\nREAD ACL revoked: {outcome(first.error, took)}")
+        assert isinstance(first.error, AuthorizationError), repr(first.error)
+        assert topic.full in str(first.error) or topic.short in str(first.error)
+        assert _REFUSED_FOR - 1 <= took <= _REFUSED_FOR + 10, took
+    else:
+        first.thread.join(_REFUSED_FOR + 5)  # past the grace: it goes on trying
+        assert first.alive, f"listen() gave up despite retry_on_fatal: {first.error!r}"
+        assert first.client.stats()["listener"]["state"] != "listening"
+    admin.create_acls(granted)
+    admin.wait_acls(user.username, len(granted))
+    # with retry_on_fatal the same listen() call goes on; else a service manager restarts it
+    survivor = first if retry_on_fatal else listener()
+    assert wait_for(lambda: tally.count() >= 10, 30), f"lost: {tally.lost_ids()}"
+    t0 = time.monotonic()
+    survivor.client.stop()
+    survivor.thread.join(5)
+    assert not survivor.alive and time.monotonic() - t0 < 1.0
+    lost, _dup = tally.report()
+    assert lost == 0

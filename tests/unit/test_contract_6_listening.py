@@ -713,6 +713,50 @@ def test_transient_credential_error_while_listening_is_logged_and_retried(
     assert any("retrying" in r.getMessage() for r in caplog.records)
 
 
+def test_credential_refused_for_long_while_listening_is_reported(
+    fake_consumer, fakes, caplog, monkeypatch
+):
+    from igwn_alert import _reading
+    from igwn_alert.exceptions import AuthenticationError
+
+    monkeypatch.setattr(_reading, "_REFUSED_FOR", 0.5)
+    c = client(noauth=True, group="test", consumer_group="cg")
+    got = Recorder()
+    thread, outcome = run_in_thread(c.listen, got, "topic1")
+    assert c.listening.wait(5)
+    consumer = fake_consumer.instances[0]
+    with caplog.at_level(logging.WARNING):
+        consumer.pending_errors = [_auth_error()]
+        time.sleep(0.2)
+        assert thread.is_alive(), outcome  # a short refusal is retried
+        assert c.stats()["listener"]["state"] == "reconnecting"
+        thread.join(5)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), AuthenticationError), outcome
+    assert any("still refused" in r.getMessage() for r in caplog.records)
+
+
+def test_an_alert_through_ends_a_refusal(fake_consumer, fakes, monkeypatch):
+    from igwn_alert import _reading
+
+    monkeypatch.setattr(_reading, "_REFUSED_FOR", 0.6)
+    c = client(noauth=True, group="test", consumer_group="cg")
+    got = Recorder()
+    thread, outcome = run_in_thread(c.listen, got, "topic1")
+    assert c.listening.wait(5)
+    consumer = fake_consumer.instances[0]
+    consumer.pending_errors = [_auth_error()]
+    time.sleep(0.3)
+    consumer.queue.append(fakes.wire_message("test.topic1", {"n": 1}))
+    time.sleep(0.8)  # past the grace: the alert ended the refusal, nothing is reported
+    assert thread.is_alive(), outcome
+    assert got.calls == [("topic1", {"n": 1})]
+    assert c.stats()["listener"]["state"] == "listening"
+    c.stop()
+    thread.join(2)
+    assert "error" not in outcome, outcome
+
+
 def test_stop_is_prompt_while_librdkafka_takes_long_to_leave_the_group(fake_consumer):
     # librdkafka's close() can take seconds during a re-balance (found by the fault soak)
     released = threading.Event()
