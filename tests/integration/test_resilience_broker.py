@@ -69,6 +69,7 @@ def _topic(broker: Any, partitions: int = 1) -> tuple[str, str]:
 # --------------------------------------------------------------------------- restart
 
 
+@pytest.mark.timeout(300)  # a slow restart: the publisher waits up to 150 s
 def test_broker_restart_while_streaming_loses_nothing(broker: Any, node: Any) -> None:
     group, short = _topic(broker, partitions=2)
     group_id = f"restart-{uuid.uuid4().hex[:8]}"
@@ -85,6 +86,9 @@ def test_broker_restart_while_streaming_loses_nothing(broker: Any, node: Any) ->
 
     def publish() -> None:
         client = plain_client(broker.bootstrap, group)
+        # every alert must outlive the restart, however slowly the broker comes back (on a
+        # loaded machine it took 30 s, librdkafka's default delivery timeout, once)
+        client.delivery_timeout = timedelta(seconds=120)
         try:
             client.connect(short)
             writer = client.sessions[short]
@@ -101,7 +105,7 @@ def test_broker_restart_while_streaming_loses_nothing(broker: Any, node: Any) ->
                 tally.send(i)
                 progress[0] = i + 1
             written.set()
-            writer.flush(timedelta(seconds=60))
+            writer.flush(timedelta(seconds=150))
         except BaseException as exc:  # noqa: BLE001 - reported below
             publish_error.append(exc)
         finally:
@@ -119,7 +123,7 @@ def test_broker_restart_while_streaming_loses_nothing(broker: Any, node: Any) ->
             f"\nbroker stopped after {stopped_at} alerts were written, up again "
             f"{time.monotonic() - t0:.1f} s later (after {progress[0]})"
         )
-        publisher.join(90)
+        publisher.join(160)
         assert not publisher.is_alive(), "publishing did not finish"
         assert wait_for(lambda: tally.count() >= len(acked) and len(acked) == total, 60, 0.2), (
             f"acked {len(acked)}, received {tally.count()}, missing {tally.lost_ids()[:20]}"
@@ -227,6 +231,8 @@ def test_undeliverable_alert_raises_a_clear_error(broker: Any, node: Any) -> Non
     quick.publish(short, alert("up"))
     tally.send("up")
     patient = plain_client(broker.bootstrap, group)
+    # its alert must outlive the whole outage, however slowly the broker restarts
+    patient.delivery_timeout = timedelta(seconds=120)
     patient.connect(short)
     node.stop()
     try:
