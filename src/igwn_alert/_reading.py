@@ -58,7 +58,7 @@ _METADATA_TIMEOUT = 10.0
 _LOOKUP_TIMEOUT = 10.0
 _REPORT_EVERY = 1.0  # seconds between two lag reports to the listener's stats
 #: Once listening, a credential refused for this long is no broker restart: it is reported.
-_REFUSED_FOR = 20.0
+_REFUSED_FOR = 60.0
 _GROUP_LOOKUP = 5.0  # seconds to look up a group's positions before joining it
 #: how long close() waits for librdkafka after stop() before finishing in the background
 _CLOSE_AFTER_STOP = 0.3

@@ -263,7 +263,11 @@ def test_password_never_logged(
 
 @pytest.mark.parametrize("retry_on_fatal", [False, True], ids=["defaults", "retry_on_fatal"])
 def test_read_acl_revoked_mid_stream_loses_nothing(
-    kafka_broker: Any, make_topic: Any, make_user: Any, retry_on_fatal: bool
+    kafka_broker: Any,
+    make_topic: Any,
+    make_user: Any,
+    retry_on_fatal: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A listener's READ ACL is taken away while it listens, then given back.
 
@@ -272,8 +276,12 @@ def test_read_acl_revoked_mid_stream_loses_nothing(
     with ``retry_on_fatal`` it keeps trying), and lose nothing: once the ACL is back, a
     listener of the same consumer group delivers every alert published meanwhile.
     """
-    from igwn_alert._reading import _REFUSED_FOR
+    from igwn_alert import _reading
     from igwn_alert.exceptions import AuthorizationError
+
+    # the grace before a refusal is reported (60 s), shortened for the test
+    _REFUSED_FOR = 8.0
+    monkeypatch.setattr(_reading, "_REFUSED_FOR", _REFUSED_FOR)
 
     topic = make_topic("superevent")
     user = make_user(read=[topic])
