@@ -73,6 +73,8 @@ _SLICE = 0.1
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
 _CREDENTIAL = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+#: How long a failed producer's callbacks are served for the cause of its fatal error.
+_CAUSE_WAIT = 1.0
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._FATAL})
 _WRITE_REFUSED = frozenset(
     {
@@ -292,7 +294,24 @@ class _Producer:
         error = None
         if isinstance(exc, confluent_kafka.KafkaException) and exc.args:
             error = exc.args[0]
+        if error is None or error.code() == KafkaError._FATAL:
+            self._serve_cause()
+            if self.dead is not None:  # error_cb named the cause meanwhile
+                return self.dead
         return self.mark_dead(self._fatal_exception(error))
+
+    def _serve_cause(self, seconds: float = _CAUSE_WAIT) -> None:
+        """Serve librdkafka's callbacks until the cause of a fatal error is known.
+
+        ``produce`` can raise "Local: Fatal error" before the error callback and the
+        ``FATAL`` log line that name the cause (a missing WRITE ACL, say) were served.
+        """
+        deadline = time.monotonic() + seconds
+        while self.dead is None and not self.fatal_reasons and time.monotonic() < deadline:
+            try:
+                self.producer.poll(0.05)
+            except Exception:  # noqa: BLE001 - the producer is failed: only its cause matters
+                time.sleep(0.05)
 
     # -- delivery reports -----------------------------------------------------------------
 

@@ -322,6 +322,33 @@ def test_fatal_error_raised_by_produce_is_retried_on_a_new_producer(c, scripted,
     assert [json.loads(json.loads(v))["uid"] for _, v in scripted.instances[1].produced] == ["S2"]
 
 
+def test_fatal_error_whose_cause_comes_after_produce_raised_is_named(c, scripted, monkeypatch):
+    # librdkafka may make produce() raise "Local: Fatal error" before the error callback
+    # that names the cause (a missing WRITE ACL) is served by the next poll()
+    cause = KafkaError(
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED, "Broker: Cluster authorization failed", fatal=True
+    )
+    real_poll = scripted.poll
+
+    def produce(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.cause_due = True
+        raise KafkaException(KafkaError(KafkaError._FATAL, "Local: Fatal error", fatal=True))
+
+    def poll(self: Any, timeout: float = 0) -> int:
+        if getattr(self, "cause_due", False):
+            self.cause_due = False
+            self.error_cb(cause)
+        return real_poll(self, timeout)
+
+    monkeypatch.setattr(scripted, "produce", produce)
+    monkeypatch.setattr(scripted, "poll", poll)
+    for uid in ("S1", "S2"):  # also on the producer that replaced the first one
+        with pytest.raises(DeliveryAuthorizationError) as info:
+            c.publish("superevent", _alert(uid))
+        assert "Cluster authorization failed" in str(info.value)
+        assert "missing WRITE ACL" in str(info.value)
+
+
 def test_transient_errors_are_logged_once_per_outage(c, scripted, caplog):
     c.publish("superevent", _alert("S1"))
     producer = scripted.instances[0]
