@@ -460,14 +460,7 @@ class AlertReader:
     def _on_error(self, error: Any) -> None:
         try:
             exc = _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
-            credential = isinstance(exc, (AuthenticationError, AuthorizationError))
-            if exc is not None and credential and self._ready.is_set() and not error.fatal():
-                # once listening, a refused credential is what a broker restart looks like
-                # (SCIMMA's do this): librdkafka retries, so do we, for a while
-                self._refusal(None, error, exc)
-            elif exc is None:
-                self._transient(error)
-            elif self._pending is None:
+            if not self._retried(None, error, exc) and self._pending is None:
                 self._pending = exc
         except Exception:
             log.exception("cannot handle a Kafka error")
@@ -480,10 +473,22 @@ class AlertReader:
         if self._pending is None:
             self._pending = exc
 
-    def _refusal(self, topic: Optional[str], error: Any, exc: KafkaException) -> None:
-        """A credential refused while listening: retried for a while, like a restart."""
-        self._refused.setdefault(topic, (time.monotonic(), exc))
-        self._transient(error)
+    def _retried(self, topic: Optional[str], error: Any, exc: Optional[KafkaException]) -> bool:
+        """Whether an error is left to librdkafka's retries (else the caller reports it).
+
+        Transient errors are; so is, once listening, a refused credential that librdkafka
+        does not call fatal (what a broker restart looks like: SCIMMA's do this), for
+        :data:`_REFUSED_FOR` seconds (see :meth:`_check_refused`).
+        """
+        if exc is None:
+            self._transient(error)
+            return True
+        credential = isinstance(exc, (AuthenticationError, AuthorizationError))
+        if credential and self._ready.is_set() and not error.fatal():
+            self._refused.setdefault(topic, (time.monotonic(), exc))
+            self._transient(error)
+            return True
+        return False
 
     def _check_refused(self) -> None:
         """Report a refusal that lasted :data:`_REFUSED_FOR` seconds (raises it)."""
@@ -539,14 +544,9 @@ class AlertReader:
                 self._warn_missing(topic)
             return
         exc = _errors.exception_for(error, topic=topic, group=self.group_id, server=self.bootstrap)
-        credential = isinstance(exc, (AuthenticationError, AuthorizationError))
-        if exc is not None and credential and self._ready.is_set() and not error.fatal():
-            self._refusal(topic or None, error, exc)
-            return
-        if exc is None:
-            self._transient(error)
-            return
-        raise exc
+        if not self._retried(topic or None, error, exc):
+            assert exc is not None  # _retried handles None
+            raise exc
 
     # -- readiness ----------------------------------------------------------------------------
 

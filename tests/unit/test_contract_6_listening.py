@@ -713,18 +713,24 @@ def test_transient_credential_error_while_listening_is_logged_and_retried(
     assert any("retrying" in r.getMessage() for r in caplog.records)
 
 
-def test_credential_refused_for_long_while_listening_is_reported(
-    fake_consumer, fakes, caplog, monkeypatch
-):
+def _listening_group(fake_consumer, monkeypatch, grace):
+    """A group listener in a thread, refusals reported after ``grace`` seconds."""
     from igwn_alert import _reading
-    from igwn_alert.exceptions import AuthenticationError
 
-    monkeypatch.setattr(_reading, "_REFUSED_FOR", 0.5)
+    monkeypatch.setattr(_reading, "_REFUSED_FOR", grace)
     c = client(noauth=True, group="test", consumer_group="cg")
     got = Recorder()
     thread, outcome = run_in_thread(c.listen, got, "topic1")
     assert c.listening.wait(5)
-    consumer = fake_consumer.instances[0]
+    return c, got, thread, outcome, fake_consumer.instances[0]
+
+
+def test_credential_refused_for_long_while_listening_is_reported(
+    fake_consumer, fakes, caplog, monkeypatch
+):
+    from igwn_alert.exceptions import AuthenticationError
+
+    c, _got, thread, outcome, consumer = _listening_group(fake_consumer, monkeypatch, 0.5)
     with caplog.at_level(logging.WARNING):
         consumer.pending_errors = [_auth_error()]
         time.sleep(0.2)
@@ -737,14 +743,7 @@ def test_credential_refused_for_long_while_listening_is_reported(
 
 
 def test_an_alert_through_ends_a_refusal(fake_consumer, fakes, monkeypatch):
-    from igwn_alert import _reading
-
-    monkeypatch.setattr(_reading, "_REFUSED_FOR", 0.6)
-    c = client(noauth=True, group="test", consumer_group="cg")
-    got = Recorder()
-    thread, outcome = run_in_thread(c.listen, got, "topic1")
-    assert c.listening.wait(5)
-    consumer = fake_consumer.instances[0]
+    c, got, thread, outcome, consumer = _listening_group(fake_consumer, monkeypatch, 0.6)
     consumer.pending_errors = [_auth_error()]
     time.sleep(0.3)
     consumer.queue.append(fakes.wire_message("test.topic1", {"n": 1}))
@@ -755,6 +754,32 @@ def test_an_alert_through_ends_a_refusal(fake_consumer, fakes, monkeypatch):
     c.stop()
     thread.join(2)
     assert "error" not in outcome, outcome
+
+
+def test_a_refused_topic_is_reported_though_another_topic_flows(fake_consumer, fakes, monkeypatch):
+    from confluent_kafka import KafkaError
+
+    from igwn_alert import _reading
+    from igwn_alert.exceptions import AuthorizationError
+
+    monkeypatch.setattr(_reading, "_REFUSED_FOR", 0.6)
+    c = client(noauth=True, group="test", consumer_group="cg")
+    got = Recorder()
+    thread, outcome = run_in_thread(c.listen, got, ["topic1", "topic2"])
+    assert c.listening.wait(5)
+    consumer = fake_consumer.instances[0]
+    refused = KafkaError(
+        KafkaError.TOPIC_AUTHORIZATION_FAILED, "Broker: Topic authorization failed", fatal=False
+    )
+    consumer.queue.append(fakes.FakeMessage("test.topic2", None, error=refused))
+    for n in range(12):  # topic1 keeps delivering: that does not end topic2's refusal
+        consumer.queue.append(fakes.wire_message("test.topic1", {"n": n}, offset=n))
+        time.sleep(0.1)
+    thread.join(5)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), AuthorizationError), outcome
+    assert "test.topic2" in str(outcome["error"])
+    assert ("topic1", {"n": 0}) in got.calls
 
 
 def test_stop_is_prompt_while_librdkafka_takes_long_to_leave_the_group(fake_consumer):
