@@ -188,6 +188,12 @@ def exception_for(
     return None
 
 
+#: a metadata request's slice while librdkafka has no broker up to send it to
+_NO_BROKER_SLICE = 0.1
+#: a metadata request's slice once it could be sent
+_REQUEST_SLICE = 0.5
+
+
 def list_topics(
     handle: Any,
     *,
@@ -196,12 +202,19 @@ def list_topics(
     serve: Optional[Callable[[], object]] = None,
     failed: Callable[[], Optional[BaseException]],
     server: str,
+    stopped: Optional[threading.Event] = None,
 ) -> Any:
     """Request metadata in short slices, serving callbacks in between, failing fast.
 
     ``list_topics`` alone does not run ``error_cb``, so a refused credential would only
     show up as a time-out; between slices ``serve`` runs the callbacks and ``failed`` tells
     whether one of them recorded an error, which is then raised.
+
+    A slice is :data:`_NO_BROKER_SLICE` long while librdkafka has no broker to send the
+    request to (``_TRANSPORT``: nothing is in flight, so nothing is cut short), and
+    :data:`_REQUEST_SLICE` once a request could be sent (a slow answer over a long
+    distance still arrives); ``stopped`` is looked at between slices, so a stop while the
+    broker is unreachable is seen within the short slice.
 
     Parameters
     ----------
@@ -217,11 +230,13 @@ def list_topics(
         Returns the error a callback recorded, if any.
     server : str
         ``host:port``, for the message.
+    stopped : threading.Event, optional
+        Once set, give up (returns None).
 
     Returns
     -------
-    confluent_kafka.admin.ClusterMetadata
-        The answer.
+    confluent_kafka.admin.ClusterMetadata or None
+        The answer; None if ``stopped`` was set first.
 
     Raises
     ------
@@ -230,14 +245,18 @@ def list_topics(
     """
     deadline = time.monotonic() + timeout
     detail = "no answer"
-    while True:
-        remaining = deadline - time.monotonic()
+    piece = _NO_BROKER_SLICE  # until a request could be sent
+    while stopped is None or not stopped.is_set():
+        wait = max(0.05, min(piece, deadline - time.monotonic()))
         try:
             if topic is None:
-                return handle.list_topics(timeout=max(0.05, min(0.5, remaining)))
-            return handle.list_topics(topic=topic, timeout=max(0.05, min(0.5, remaining)))
+                return handle.list_topics(timeout=wait)
+            return handle.list_topics(topic=topic, timeout=wait)
         except KafkaException_ as exc:
-            detail = exc.args[0].str()
+            error = exc.args[0]
+            detail = error.str()
+            if getattr(error, "code", lambda: None)() != KafkaError._TRANSPORT:
+                piece = _REQUEST_SLICE  # sent, not answered in time: give the next longer
         if serve is not None:
             serve()
         error = failed()
@@ -245,6 +264,7 @@ def list_topics(
             raise error
         if time.monotonic() >= deadline:
             raise unreachable(server, detail)
+    return None
 
 
 def unreachable(server: str, detail: str) -> BrokerUnreachableError:

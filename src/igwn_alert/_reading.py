@@ -327,27 +327,18 @@ class AlertReader:
 
     def _describe(self) -> Optional[set[tuple[str, int]]]:
         """The existing partitions of the topics (warning about missing ones), or None."""
-        deadline = time.monotonic() + _METADATA_TIMEOUT
-        while True:
-            if self._stop.is_set():
-                return None
-            try:
-                md = _errors.list_topics(
-                    self._kafka,
-                    timeout=0.5,
-                    serve=lambda: self._kafka.poll(0),
-                    failed=self._take_pending,
-                    server=self.bootstrap,
-                )
-                break
-            except BrokerUnreachableError:
-                if time.monotonic() >= deadline:
-                    raise
+        md = self._metadata(None)
+        if md is None:
+            return None
         found: set[tuple[str, int]] = set()
         for topic in self.topics:
             meta = md.topics.get(topic)
             if meta is None or meta.error is not None:
-                meta = self._describe_one(topic)
+                # a credential may describe a topic without listing them all
+                one = self._metadata(topic)
+                if one is None:
+                    return None
+                meta = one.topics.get(topic)
             if meta is not None and meta.error is not None:
                 exc = _errors.exception_for(meta.error, topic=topic, server=self.bootstrap)
                 if exc is not None and not isinstance(exc, TopicNotFoundError):
@@ -359,13 +350,17 @@ class AlertReader:
             found |= {(topic, p) for p in meta.partitions}
         return found
 
-    def _describe_one(self, topic: str) -> Any:
-        """Metadata of one topic (a credential may describe it without listing all)."""
-        try:
-            md = self._kafka.list_topics(topic=topic, timeout=_METADATA_TIMEOUT)
-        except confluent_kafka.KafkaException as exc:
-            raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
-        return md.topics.get(topic)
+    def _metadata(self, topic: Optional[str]) -> Any:
+        """The metadata of one topic or (None) all, serving callbacks; None if stopped."""
+        return _errors.list_topics(
+            self._kafka,
+            topic=topic,
+            timeout=_METADATA_TIMEOUT,
+            serve=lambda: self._kafka.poll(0),
+            failed=self._take_pending,
+            server=self.bootstrap,
+            stopped=self._stop,
+        )
 
     def _warn_missing(self, topic: str) -> None:
         if topic not in self._warned_missing:
