@@ -2,13 +2,17 @@
 
 The loop gets its stream through ``client.open(url, "r", group_id=...)`` and reads it with
 ``read(metadata=True, autocommit=False, ...)``, so test suites that patch ``client.open``
-drive it, and the in-memory transport of :mod:`igwn_alert.testing` runs it unchanged.
+drive it, and the in-memory transport of :mod:`igwn_alert.testing` runs it unchanged. The
+Kafka reader hands the same loop the callbacks' payloads directly (``listen_items``: no hop
+model or Metadata built per alert unless the callback asks for ``metadata``); what is
+delivered is the same (``tests/unit/test_decoding.py``).
 
 .. rubric:: What happens to an alert
 
 * It is *done* once the callback returned normally (or the failure policy disposed of it);
-  only then is it marked done on the stream (``mark_done``), so neither a restart of a
-  consumer group nor a reopened private stream misses it.
+  only then is it marked done on the stream (``mark_done``, or the Kafka reader's
+  ``done``), so neither a restart of a consumer group nor a reopened private stream
+  misses it.
 * A callback raising a non-fatal ``KafkaException`` is called again for the same alert
   (after ``retry_wait``), at most ``listen_retries`` calls in all, then the policy applies.
 * A callback raising a fatal ``KafkaException`` closes the stream; with ``retry_on_fatal``
@@ -27,7 +31,7 @@ import inspect
 import logging
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
@@ -214,6 +218,7 @@ class _Run:
         self.stats: ListenerStats = getattr(client, "_listener_stats", None) or ListenerStats()
         self.with_metadata = _takes_metadata(callback)
         self.stream: Any = None  # the stream being read
+        self.metadata_of: Callable[[Any], Any] = _same  # an item's token -> hop Metadata
         self.short: dict[str, str] = {}  # broker topic -> the short name callbacks get
 
     def idle(self, seconds: float) -> bool:
@@ -223,33 +228,33 @@ class _Run:
             return bool(stream.idle(seconds, self.stop))
         return _wait(self.stop, seconds)
 
-    def deliver(self, payload: Any, md: Any) -> None:
+    def deliver(
+        self, payload: Any, full: str, partition: int, offset: int, stamp: Any, token: Any
+    ) -> None:
         """Call the callback for one alert until it is done (raises if it is not)."""
-        client, full = self.client, md.topic
-        payload = payload.content if type(payload) is JSONBlob else unwrap(payload, md)
-        callback = self.callback
+        client, callback = self.client, self.callback
         if callback is None:
             print(f"New message from topic {full}:\n{render(payload, client.jsonpp_on)}")
             return
         topic = self.short.get(full)
         if topic is None:
             topic = self.short[full] = short_name(full, self.group)
-        stats, attempts = self.stats, 0
+        md = self.metadata_of(token) if self.with_metadata else None
+        stats, attempts, when = self.stats, 0, stamp if type(stamp) is int else 0
         while True:
             attempts += 1
-            stamp = md.timestamp
-            started = stats.alert_started(topic, md.partition, stamp if type(stamp) is int else 0)
+            started = stats.alert_started(topic, partition, when)
             try:
-                if self.with_metadata:
-                    callback(topic=topic, payload=payload, metadata=md)
-                else:
+                if md is None:
                     callback(topic=topic, payload=payload)
+                else:
+                    callback(topic=topic, payload=payload, metadata=md)
                 stats.alert_done(topic, started)
                 self.fatal_in_a_row = 0
                 return
             except KafkaException as exc:
                 self.stats.error("callback")
-                alert = Alert(topic, full, md.partition, md.offset, md.timestamp, payload, attempts)
+                alert = Alert(topic, full, partition, offset, stamp, payload, attempts)
                 if exc.fatal:
                     self.fatal_in_a_row += 1
                     log.warning(
@@ -275,7 +280,7 @@ class _Run:
                     raise _Stopped from None
             except Exception as exc:  # noqa: BLE001 - the failure policy decides
                 self.stats.error("callback")
-                alert = Alert(topic, full, md.partition, md.offset, md.timestamp, payload, attempts)
+                alert = Alert(topic, full, partition, offset, stamp, payload, attempts)
                 return _dispose(self.policy, alert, exc)
 
 
@@ -353,14 +358,10 @@ def listen(
                     if stop.is_set():
                         break
                     _when_ready(s, run, client)
-                    for payload, md in s.read(
-                        metadata=True,
-                        autocommit=False,
-                        batch_size=client.batch_size,
-                        batch_timeout=client.batch_timeout,
-                    ):
-                        run.deliver(payload, md)
-                        s.mark_done(md)
+                    items, done, run.metadata_of = _source(s, client)
+                    for payload, topic, partition, offset, stamp, token in items:
+                        run.deliver(payload, topic, partition, offset, stamp, token)
+                        done(token)
                         run.handled += 1
                         if stop.is_set() or run.handled == max_messages:
                             return
@@ -411,6 +412,37 @@ def _when_ready(stream: Any, run: _Run, client: Client) -> None:
         stream.when_ready(ready)  # once positioned / assigned
     else:  # a stand-in stream (tests patching client.open)
         ready()
+
+
+def _source(stream: Any, client: Client) -> tuple[Iterator[Any], Callable[[Any], Any], Any]:
+    """A stream's alerts as ``(payload, topic, partition, offset, timestamp, token)``, how
+    to mark a token done, and how to get hop's Metadata of a token.
+
+    This package's Kafka reader gives the callback's payloads directly
+    (``listen_items``); any other stream (the in-memory reader, a test's stand-in for
+    ``client.open``) is read through hop's ``read(metadata=True)``.
+    """
+    items = getattr(stream, "listen_items", None)
+    if items is not None and _ours(stream):
+        return items(client.batch_size), stream.done, stream.metadata_of
+    pairs = stream.read(
+        metadata=True,
+        autocommit=False,
+        batch_size=client.batch_size,
+        batch_timeout=client.batch_timeout,
+    )
+    return _items_of(pairs), stream.mark_done, _same
+
+
+def _items_of(pairs: Iterable[tuple[Any, Any]]) -> Iterator[Any]:
+    """hop's ``(payload, Metadata)`` pairs as listen items (the token is the Metadata)."""
+    for payload, md in pairs:
+        payload = payload.content if type(payload) is JSONBlob else unwrap(payload, md)
+        yield payload, md.topic, md.partition, md.offset, md.timestamp, md
+
+
+def _same(token: Any) -> Any:
+    return token
 
 
 def _ours(stream: Any) -> bool:

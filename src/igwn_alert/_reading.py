@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from hop.io import Metadata, StartPosition
 
 from . import _errors
-from ._decoding import decode
+from ._decoding import decode, payload_of
 from ._kafka_config import base_config, reader_settings
 from ._lag import live_lag
 from ._positions import Ledger, StartSpec, replay_offsets, wanted_offset
@@ -69,15 +69,14 @@ def _metadata_fast(message: Any, headers: Any) -> Metadata:
     # object.__setattr__ per field); filling the instance dict gives an equal object in
     # half the time
     md = _new_metadata(Metadata)
-    md.__dict__.update(
-        topic=message.topic(),
-        partition=message.partition(),
-        offset=message.offset(),
-        timestamp=message.timestamp()[1],
-        key=message.key(),
-        headers=headers,
-        _raw=message,
-    )
+    fields = md.__dict__  # item by item: faster than update(**fields)
+    fields["topic"] = message.topic()
+    fields["partition"] = message.partition()
+    fields["offset"] = message.offset()
+    fields["timestamp"] = message.timestamp()[1]
+    fields["key"] = message.key()
+    fields["headers"] = headers
+    fields["_raw"] = message
     return md
 
 
@@ -86,7 +85,7 @@ def _metadata_hop(message: Any, headers: Any) -> Metadata:
 
 
 #: What ``_messages`` yields (see there).
-_DECODED, _DECODED_MD, _RAW, _RAW_MD = range(4)
+_DECODED, _DECODED_MD, _RAW, _RAW_MD, _LISTEN = range(5)
 
 _new_metadata = object.__new__
 _METADATA_FIELDS = ("topic", "partition", "offset", "timestamp", "key", "headers", "_raw")
@@ -138,7 +137,7 @@ class AdcStyleConsumer:
 
     def mark_done(self, message: Any, asynchronous: bool = True) -> None:
         """Mark a raw Kafka message done (adc's signature)."""
-        self._reader._done(message, asynchronous)
+        self._reader.done(message, asynchronous)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._consumer, name)
@@ -634,12 +633,47 @@ class AlertReader:
         size = max(1, int(kwargs.get("batch_size", 1)))
         return self._messages(size, autocommit, _RAW_MD if metadata else _RAW)
 
+    def listen_items(self, batch_size: int = 1) -> Iterator[Any]:
+        """The listen loop's items: ``(payload, topic, partition, offset, timestamp, token)``.
+
+        ``payload`` is what the callback receives (:func:`~igwn_alert._decoding.payload_of`),
+        ``timestamp`` the Kafka timestamp in ms, and ``token`` the raw message, for
+        :meth:`done` and :func:`metadata_of`; nothing is marked done by reading.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            As for :meth:`read`.
+
+        Returns
+        -------
+        iterator of tuple
+            The items.
+        """
+        return self._messages(max(1, int(batch_size)), False, _LISTEN)
+
+    @staticmethod
+    def metadata_of(token: Any) -> Metadata:
+        """hop's Metadata of a :meth:`listen_items` token (for callbacks that want it).
+
+        Parameters
+        ----------
+        token : confluent_kafka.Message
+            The token.
+
+        Returns
+        -------
+        hop.io.Metadata
+            Its metadata.
+        """
+        return _metadata(token, token.headers())
+
     def _messages(self, take: int, autocommit: bool, shape: int) -> Iterator[Any]:
         """The hot loop: messages in order, errors raised, positions never touched.
 
         ``shape`` is what is yielded: :data:`_DECODED` payloads, :data:`_DECODED_MD`
-        ``(payload, metadata)``, :data:`_RAW` messages or :data:`_RAW_MD` ``(message,
-        metadata)``.
+        ``(payload, metadata)``, :data:`_RAW` messages, :data:`_RAW_MD` ``(message,
+        metadata)`` or :data:`_LISTEN` items (see :meth:`listen_items`).
         """
         if not self._started:
             self._started = True
@@ -703,11 +737,20 @@ class AlertReader:
                 if until_eos:
                     self._at_end.discard((message.topic(), message.partition()))
                 if previous is not None:
-                    self._done(previous)
+                    self.done(previous)
                     previous = None
                 if autocommit:
                     previous = message
-                if shape == _DECODED_MD:
+                if shape == _LISTEN:
+                    yield (
+                        payload_of(message, fmt),
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                        message.timestamp()[1],
+                        message,
+                    )
+                elif shape == _DECODED_MD:
                     yield decode(message, fmt), _metadata(message, headers)
                 elif shape == _DECODED:
                     yield decode(message, fmt)
@@ -726,7 +769,7 @@ class AlertReader:
             elif spent < _BATCH_BUDGET / 4 and take < limit:
                 take = min(limit, take * 2)
         if previous is not None:
-            self._done(previous)
+            self.done(previous)
 
     def idle(self, seconds: float, stop: threading.Event) -> bool:
         """Wait (a callback's retry) while staying in the consumer group; True if stopped.
@@ -803,7 +846,16 @@ class AlertReader:
 
     # -- positions --------------------------------------------------------------------------
 
-    def _done(self, message: Any, asynchronous: bool = True) -> None:
+    def done(self, message: Any, asynchronous: bool = True) -> None:
+        """Mark the alert of a raw message (a :meth:`listen_items` token) done.
+
+        Parameters
+        ----------
+        message : confluent_kafka.Message
+            The message.
+        asynchronous : bool, optional
+            As for :meth:`mark_done`.
+        """
         if self._private:
             self._ledger.done((message.topic(), message.partition()), message.offset())
             return
@@ -829,7 +881,7 @@ class AlertReader:
         if self._private:  # the metadata's own fields: no call into the message
             self._ledger.done((metadata.topic, metadata.partition), metadata.offset)
             return
-        self._done(metadata._raw, asynchronous)
+        self.done(metadata._raw, asynchronous)
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Where each partition held resumes: the first alert not done yet.
