@@ -89,11 +89,8 @@ def decode(message: Any, fmt: Optional[bytes]) -> Any:
     if value is None:
         return _raw(message, b"", "the message has no value")
     if fmt == b"json":  # every GraceDB alert
-        try:
-            content = json.loads(value.decode("utf-8"))
-        except Exception as exc:  # noqa: BLE001 - ValueError, RecursionError, MemoryError...
-            return _raw(message, value, _why(exc))
-        return _json_blob(content)
+        content = _json(message, value)
+        return content if type(content) is Blob else _json_blob(content)
     try:
         return Deserializer.deserialize(message)
     except Exception as exc:  # noqa: BLE001 - a bad alert must never stop the listener
@@ -121,11 +118,16 @@ def payload_of(message: Any, fmt: Optional[bytes]) -> Any:
     if fmt == b"json":
         value = message.value()
         if value is not None:
-            try:
-                return json.loads(value.decode("utf-8"))
-            except Exception as exc:  # noqa: BLE001 - as in decode(): passed on as it came
-                return _raw(message, value, _why(exc))  # reported here; unwrap would not
+            return _json(message, value)
     return unwrap(decode(message, fmt), _where(message))
+
+
+def _json(message: Any, value: bytes) -> Any:
+    """The content of a hop JSON message, or (reported) its raw bytes as a Blob."""
+    try:
+        return json.loads(value.decode("utf-8"))
+    except Exception as exc:  # noqa: BLE001 - ValueError, RecursionError, MemoryError...
+        return _raw(message, value, _why(exc))
 
 
 def _json_blob_fast(content: Any) -> JSONBlob:
