@@ -12,48 +12,28 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from _delivery_helpers import plain_client
-from confluent_kafka import Producer
+from _helpers import plain_client, produce, wait_for
+from _shared import Run
 
 import igwn_alert
 
 
 def _publish(bootstrap: str, topic: str, n: int) -> None:
-    p = Producer({"bootstrap.servers": bootstrap})
-    p.produce(topic, json.dumps({"n": n}).encode(), headers=[("_format", b"json")])
-    assert p.flush(15) == 0
-
-
-def _wait(predicate: Any, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+    produce(bootstrap, topic, [{"n": n}])
 
 
 def _listen_and_stop(client: Any, topic: Any, bootstrap: str, stop: Any, n: int) -> float:
     got: list[Any] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            client.listen(lambda topic, payload: got.append(payload), topic.short)
-        except BaseException as exc:  # noqa: BLE001 - checked below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert client.listening.wait(15), "not positioned"
+    run = Run(client, lambda topic, payload: got.append(payload), topic.short)
+    run.ready(15)
     _publish(bootstrap, topic.full, n)
-    assert _wait(lambda: got == [{"n": n}]), got
+    assert wait_for(lambda: got == [{"n": n}], 15), got
     start = time.monotonic()
     stop(client)
-    thread.join(2)
+    run.thread.join(2)
     took = time.monotonic() - start
-    assert not thread.is_alive(), "the listener could not be stopped"
-    assert not errors, errors
+    assert not run.thread.is_alive(), "the listener could not be stopped"
+    assert run.error is None, run.error
     return took
 
 
@@ -117,7 +97,7 @@ def test_gwcelery_2_4_subclass_with_its_own_loop(kafka_broker, make_topic):
         deadline = time.monotonic() + 20
         while not got and time.monotonic() < deadline:
             _publish(kafka_broker.plaintext, topic.full, n)
-            _wait(lambda got=got: bool(got), 1.0)
+            wait_for(lambda got=got: bool(got), 1.0)
         assert got, "the subclass's loop received nothing"
         start = time.monotonic()
         c.stop()

@@ -3,46 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
-from _delivery_helpers import plain_client
-from confluent_kafka import Consumer, Producer, TopicPartition
+from _helpers import plain_client, produce, wait_for
+from _shared import Run
+from confluent_kafka import Consumer, TopicPartition
 
 
 def _produce(bootstrap: str, topic: str, count: int, start: int = 0) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for i in range(start, start + count):
-        p.produce(topic, json.dumps({"n": i}).encode(), headers=[("_format", b"json")])
-    assert p.flush(30) == 0
-
-
-def _until(predicate: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-class Background:
-    def __init__(self, client: Any, callback: Any, topics: Any) -> None:
-        self.client, self.error = client, None
-        self.thread = threading.Thread(target=self._run, args=(callback, topics), daemon=True)
-        self.thread.start()
-
-    def _run(self, callback: Any, topics: Any) -> None:
-        try:
-            self.client.listen(callback, topics)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            self.error = exc
-
-    def stop(self) -> None:
-        self.client.stop()
-        self.thread.join(5)
-        assert not self.thread.is_alive()
+    produce(bootstrap, topic, [{"n": i} for i in range(start, start + count)])
 
 
 def test_counts_partitions_latency_and_states(kafka_broker, make_topic):
@@ -50,12 +20,12 @@ def test_counts_partitions_latency_and_states(kafka_broker, make_topic):
     b = make_topic("cbc_gstlal", group=a.group)
     c = plain_client(kafka_broker.plaintext, a.group)
     assert c.stats()["listener"]["state"] == "stopped"
-    run = Background(c, lambda topic, payload: None, [a.short, b.short])
+    run = Run(c, lambda topic, payload: None, [a.short, b.short])
     assert c.listening.wait(15)
     _produce(kafka_broker.plaintext, a.full, 5)
     _produce(kafka_broker.plaintext, b.full, 3)
-    assert _until(lambda: c.stats()["listener"]["alerts_total"] == 8)
-    assert _until(lambda: len(c.stats()["listener"]["partitions"]) == 2)
+    assert wait_for(lambda: c.stats()["listener"]["alerts_total"] == 8, 20)
+    assert wait_for(lambda: len(c.stats()["listener"]["partitions"]) == 2, 20)
     snap = c.stats()["listener"]
     run.stop()
     print(f"\nstats after 5+3 alerts: {json.dumps(snap)[:400]}")
@@ -83,7 +53,7 @@ def test_lag_after_a_known_backlog_goes_back_to_zero(kafka_broker, make_topic):
         time.sleep(0.1)
 
     c = plain_client(kafka_broker.plaintext, topic.group, consumer_group=group)
-    run = Background(c, slow, topic.short)
+    run = Run(c, slow, topic.short)
     seen: list[Any] = []
 
     def sample() -> bool:
@@ -91,7 +61,7 @@ def test_lag_after_a_known_backlog_goes_back_to_zero(kafka_broker, make_topic):
         seen.append(total)
         return c.stats()["listener"]["alerts_total"] == 40 and total == 0
 
-    assert _until(sample, timeout=40), seen[-5:]
+    assert wait_for(sample, 40), seen[-5:]
     run.stop()
     peak = max(t for t in seen if t is not None)
     print(f"\nlag: peak {peak}, then {seen[-1]} ({len(seen)} samples)")
@@ -103,15 +73,15 @@ def test_states_across_a_broker_restart(kafka_private_broker):
     broker.create_topics(["gracedb.superevent"], 1, 1, None)
     c = plain_client(broker.plaintext, "gracedb")
     got: list[Any] = []
-    run = Background(c, lambda topic, payload: got.append(payload), "superevent")
+    run = Run(c, lambda topic, payload: got.append(payload), "superevent")
     assert c.listening.wait(20)
     _produce(broker.plaintext, "gracedb.superevent", 1)
-    assert _until(lambda: len(got) == 1)
+    assert wait_for(lambda: len(got) == 1, 20)
     broker.kill()
-    assert _until(lambda: c.stats()["listener"]["state"] == "reconnecting", timeout=30)
+    assert wait_for(lambda: c.stats()["listener"]["state"] == "reconnecting", 30)
     broker.start()
     _produce(broker.plaintext, "gracedb.superevent", 1, start=1)
-    assert _until(lambda: len(got) == 2, timeout=60), got
+    assert wait_for(lambda: len(got) == 2, 60), got
     snap = c.stats()["listener"]
     run.stop()
     print(f"\ntransitions across a restart: {snap['transitions']} errors: {snap['errors']}")
