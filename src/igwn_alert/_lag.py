@@ -80,7 +80,7 @@ def _raise_for(error: Any, *, group: str, topic: Optional[str], server: str) -> 
 
 
 #: A watermark request for a partition whose leader is moving fails with these for a while.
-_LEADER_MOVING = RETRIABLE | {confluent_kafka.KafkaError._UNKNOWN_PARTITION}
+_LEADER_MOVING = RETRIABLE
 
 
 def _watermarks(

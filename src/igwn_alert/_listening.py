@@ -337,16 +337,16 @@ def listen(
         raise ValueError(f"max_messages must be a whole number of at least 1, not {max_messages!r}")
     run = _Run(client, callback, check_on_failure(on_failure))
     url, stop = client._construct_topic_url(topics), run.stop
-    first = True
     run.stats.set_state("starting")
     try:
         while not stop.is_set():
             options = dict(stream_options)
-            if first and start_at is not None:
+            if start_at is not None and not run.positioned:
+                # until a stream was positioned there: a replay (or a start) that failed
+                # before it began is not dropped when the stream is opened again
                 options["start_at"] = start_at
-            elif not first and client.consumer_group is None and run.positions:
+            elif client.consumer_group is None and run.positions:
                 options["start_at"] = dict(run.positions)  # resume every partition exactly
-            first = False
             stream = None
             try:
                 stream = client.open(url, "r", group_id=client.consumer_group, **options)

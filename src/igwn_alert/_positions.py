@@ -124,9 +124,11 @@ def replay_offsets(
     return out
 
 
-#: Offset look-up errors that pass when a partition's leader moves or a topic is new.
+#: Offset look-up errors that pass when a partition's leader moves or a topic is new
+#: (librdkafka says "Unknown partition" while a partition has no leader).
 RETRIABLE = frozenset(
     {
+        KafkaError._UNKNOWN_PARTITION,
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.FENCED_LEADER_EPOCH,

@@ -7,8 +7,10 @@
   position. An offset is *stored* only by :meth:`AlertReader.mark_done`, after the
   callback for that alert returned; librdkafka commits what was stored (every second, on
   a re-balance and on close). A partition without a committed position, in a group that
-  has positions, is read from its first alert; the one hand-made commit is the start of a
-  brand-new group, before it is joined (see :meth:`AlertReader._position_group`).
+  has positions, is read from its first alert. The hand-made commits are a group's start,
+  before it is joined: the newest alert for a brand-new group
+  (:meth:`AlertReader._position_group`), the replay's start for ``since``
+  (:meth:`AlertReader._rewind_group`); no position is looked up inside a re-balance.
 * Without a consumer group it assigns the partitions itself, at concrete offsets, and keeps
   a :class:`~igwn_alert._positions.Ledger` of how far each is done, so that a reader
   reopened with :meth:`AlertReader.positions` resumes every partition exactly.
@@ -22,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 
 import confluent_kafka
@@ -62,6 +64,17 @@ _REFUSED_FOR = 60.0
 _GROUP_LOOKUP = 5.0  # seconds to look up a group's positions before joining it
 #: how long close() waits for librdkafka after stop() before finishing in the background
 _CLOSE_AFTER_STOP = 0.3
+#: a replay from the earliest alert: each partition's first alert at or after this time
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: the answers to a commit of a group's start when the group has members (Kafka moves only
+#: a group without members)
+_GROUP_HAS_MEMBERS = frozenset(
+    {
+        confluent_kafka.KafkaError.UNKNOWN_MEMBER_ID,
+        confluent_kafka.KafkaError.ILLEGAL_GENERATION,
+        confluent_kafka.KafkaError.REBALANCE_IN_PROGRESS,
+    }
+)
 
 
 def _metadata_fast(message: Any, headers: Any) -> Metadata:
@@ -206,7 +219,6 @@ class AlertReader:
         self._refused: dict[Optional[str], tuple[float, KafkaException]] = {}
         self._warned_missing: set[str] = set()
         self._assigned: set[tuple[str, int]] = set()
-        self._replayed: set[tuple[str, int]] = set()
         self._at_end: set[tuple[str, int]] = set()
         self._ledger = Ledger()
         self._anchored: set[tuple[str, int]] = set()
@@ -256,7 +268,10 @@ class AlertReader:
             replay = self._start_at == StartPosition.EARLIEST or isinstance(
                 self._start_at, datetime
             )
-            if not replay and not self._position_group(partitions):
+            if replay:
+                if not self._rewind_group(partitions):
+                    return False
+            elif not self._position_group(partitions):
                 return False
             self._kafka.subscribe(
                 self.topics,
@@ -287,11 +302,7 @@ class AlertReader:
             known = self._kafka.committed(ask, timeout=_GROUP_LOOKUP)
         except confluent_kafka.KafkaException as exc:
             error: Any = exc.args[0] if exc.args else None
-            clear = (
-                _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
-                if error is not None and hasattr(error, "code")
-                else None
-            )
+            clear = self._clear(error)
             if clear is not None and not isinstance(clear, TopicNotFoundError):
                 raise clear from None
             self._raise_pending()
@@ -307,19 +318,86 @@ class AlertReader:
             return False
         if any(tp.offset >= 0 for tp in known if tp.error is None):
             return True
-        ends = replay_offsets(self._kafka, None, sorted(partitions), _LOOKUP_TIMEOUT)
-        start = [TopicPartition(t, p, o) for (t, p), o in sorted(ends.items()) if o >= 0]
-        try:
-            self._kafka.commit(offsets=start, asynchronous=False)
+        if self._commit_start(self._starts(None, partitions, "the newest alert")):
             log.info("new consumer group %s starts at the newest alerts", self.group_id)
-        except confluent_kafka.KafkaException as exc:
-            # another member of the new group got there first (it is active already)
-            log.info(
-                "new consumer group %s: its start was not committed here (%s)",
+        else:  # another member of the new group got there first
+            log.info("new consumer group %s: another member gave it its start", self.group_id)
+        return True
+
+    def _rewind_group(self, partitions: set[tuple[str, int]]) -> bool:
+        """A replay (``since``) with a consumer group: move the group to the replay's start.
+
+        The start of every partition is looked up and committed once, before the group is
+        joined, so that whichever member is given a partition (this one, another, or this
+        one again after a re-balance) resumes it there; librdkafka then resumes and commits
+        as for any group. Kafka lets only a group without members be moved: if the group
+        has members listening, this member joins it where it is, with a warning (the replay
+        does not take place). False if stopped meanwhile.
+
+        Raises
+        ------
+        adc.errors.KafkaException
+            If a start cannot be looked up (naming the partitions), or the commit is
+            refused for another reason (a group the credential may not use).
+        """
+        if not partitions:
+            return True
+        since = self._start_at if isinstance(self._start_at, datetime) else _EPOCH
+        what = "the first retained alert" if since is _EPOCH else f"the replay start ({since})"
+        start = self._starts(since, partitions, what)
+        if self._stop.is_set():
+            return False
+        if self._commit_start(start):
+            log.info("consumer group %s replays from %s", self.group_id, what)
+        else:
+            log.warning(
+                "consumer group %s has members listening: Kafka moves only a group without "
+                "members, so this member joins it where it is and does not replay from %s "
+                "(stop the group's other members to replay it)",
                 self.group_id,
-                exc.args[0].str() if exc.args else exc,
+                what,
             )
         return True
+
+    def _starts(
+        self, at: Optional[datetime], partitions: set[tuple[str, int]], what: str
+    ) -> dict[tuple[str, int], int]:
+        """Look up where each partition starts (its end, or at a time); errors made clear."""
+        try:
+            return replay_offsets(self._kafka, at, sorted(partitions), _LOOKUP_TIMEOUT)
+        except confluent_kafka.KafkaException as exc:
+            error: Any = exc.args[0] if exc.args else None
+            clear = self._clear(error)
+            if clear is not None and not isinstance(clear, TopicNotFoundError):
+                raise clear from None
+            where = ", ".join(f"{t}[{p}]" for t, p in sorted(partitions))
+            reason = error.str() if hasattr(error, "str") else str(exc)
+            raise BrokerUnreachableError(
+                f"cannot look up {what} of {where} on {self.bootstrap}: {reason}", error
+            ) from None
+
+    def _commit_start(self, start: dict[tuple[str, int], int]) -> bool:
+        """Commit a group's start before joining it; False if the group has members."""
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(start.items()) if o >= 0]
+        if not offsets:
+            return True
+        try:
+            self._kafka.commit(offsets=offsets, asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            error: Any = exc.args[0] if exc.args else None
+            if hasattr(error, "code") and error.code() in _GROUP_HAS_MEMBERS:
+                return False
+            clear = self._clear(error)
+            if clear is not None:
+                raise clear from None
+            raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
+        return True
+
+    def _clear(self, error: Any) -> Optional[KafkaException]:
+        """The client's clear exception for a librdkafka error, if it has one."""
+        if error is None or not hasattr(error, "code"):
+            return None
+        return _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
 
     def _watcher_config(self, extra: dict[str, Any]) -> dict[str, Any]:
         return base_config(self.bootstrap, self._credential, extra)
@@ -401,32 +479,16 @@ class AlertReader:
     # -- group membership (librdkafka calls these from poll/consume) ----------------------
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # as librdkafka gave them: it resumes each at the group's committed position (a
+        # replay's start was committed before joining: _rewind_group)
         try:
-            consumer.incremental_assign(self._replay(partitions))
+            consumer.incremental_assign(partitions)
         except Exception as exc:  # noqa: BLE001 - never raise into librdkafka
             self._fail(exc)
             return
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self._set_ready()
         log.info("assigned partitions %s", [(tp.topic, tp.partition) for tp in partitions])
-
-    def _replay(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Partitions as librdkafka gave them (it resumes each at its committed position),
-        or, for a replay (``since``), at the replay start the first time each comes."""
-        start = self._start_at
-        if not (start == StartPosition.EARLIEST or isinstance(start, datetime)):
-            return partitions
-        first = [(tp.topic, tp.partition) for tp in partitions]
-        first = [k for k in first if k not in self._replayed]
-        self._replayed |= set(first)
-        if start == StartPosition.EARLIEST:
-            offsets = dict.fromkeys(first, OFFSET_BEGINNING)
-        else:
-            offsets = replay_offsets(self._kafka, start, first, _LOOKUP_TIMEOUT)
-        return [
-            TopicPartition(tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), tp.offset))
-            for tp in partitions
-        ]
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:

@@ -356,6 +356,31 @@ def test_6_5_retry_on_fatal_at_most_listen_retries_in_a_row(patched_open, fakes,
     assert all(fakes.was_closed(s) for s in streams[:retries])
 
 
+@pytest.mark.parametrize("consumer_group", [None, "cg"])
+def test_6_5_a_replay_that_failed_before_it_began_is_not_dropped_on_retry(
+    patched_open, fakes, consumer_group
+):
+    from hop.io import StartPosition
+
+    from igwn_alert.exceptions import BrokerUnreachableError
+
+    c = client(
+        noauth=True, group="test", consumer_group=consumer_group, retry_on_fatal=True, retry_wait=0
+    )
+    m = (b'{"n": 1}', fakes.meta("test.topic1"))
+    patched_open.side_effect = [
+        BrokerUnreachableError("no broker yet"),  # before the stream was positioned
+        fakes.fake_stream(m, FakeFatalKafkaException),  # positioned, one alert, then fails
+        fakes.fake_stream(c.stop),
+    ]
+    c.listen(Recorder(), "topic1", since="earliest")
+    starts = [call.kwargs.get("start_at") for call in patched_open.call_args_list]
+    # the replay is asked for again until a stream was positioned; after that a group
+    # resumes where it is (what its members committed) and a private listener where it was
+    assert starts[:2] == [StartPosition.EARLIEST, StartPosition.EARLIEST]
+    assert starts[2] != StartPosition.EARLIEST
+
+
 def test_6_5_retry_waits_retry_wait(patched_open, fakes):
     c = client(noauth=True, group="test", retry_on_fatal=True, listen_retries=3, retry_wait=0.15)
     patched_open.side_effect = [fakes.fake_stream(FakeFatalKafkaException) for _ in range(3)]
