@@ -190,7 +190,7 @@ def exception_for(
 
 #: a metadata request's slice while librdkafka has no broker up to send it to
 _NO_BROKER_SLICE = 0.1
-#: a metadata request's slice once it could be sent
+#: a metadata request's first slice once one could be sent (then doubled each time)
 _REQUEST_SLICE = 0.5
 
 
@@ -211,10 +211,13 @@ def list_topics(
     whether one of them recorded an error, which is then raised.
 
     A slice is :data:`_NO_BROKER_SLICE` long while librdkafka has no broker to send the
-    request to (``_TRANSPORT``: nothing is in flight, so nothing is cut short), and
-    :data:`_REQUEST_SLICE` once a request could be sent (a slow answer over a long
-    distance still arrives); ``stopped`` is looked at between slices, so a stop while the
-    broker is unreachable is seen within the short slice.
+    request to (``_TRANSPORT``: nothing is in flight, so nothing is cut short). Once a
+    request was sent and not answered in its slice, the next slice is
+    :data:`_REQUEST_SLICE`, then twice as long each time (1, 2, 4 s ...): each slice
+    sends the request again and drops the answer to the one before, so a broker that
+    answers slower than a fixed slice would never be heard. ``stopped`` is looked at
+    between slices: a stop is seen within 0.1 s while the broker is unreachable, and
+    within the slice in flight while a slow broker is being asked.
 
     Parameters
     ----------
@@ -256,7 +259,8 @@ def list_topics(
             error = exc.args[0]
             detail = error.str()
             if getattr(error, "code", lambda: None)() != KafkaError._TRANSPORT:
-                piece = _REQUEST_SLICE  # sent, not answered in time: give the next longer
+                # sent, not answered in time: the next request gets longer
+                piece = _REQUEST_SLICE if piece < _REQUEST_SLICE else piece * 2
         if serve is not None:
             serve()
         error = failed()

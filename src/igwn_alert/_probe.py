@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import confluent_kafka
@@ -50,7 +49,6 @@ def probe(bootstrap: str, credential: Any, timeout: float = 10.0) -> dict[str, A
         If the broker did not answer in time.
     """
     refused: list[KafkaException] = []
-    done = threading.Event()
     mismatches = [0]
 
     def on_error(error: Any) -> None:
@@ -65,24 +63,15 @@ def probe(bootstrap: str, credential: Any, timeout: float = 10.0) -> dict[str, A
                 return
             exc = AuthenticationError(mismatch, error)
         refused.append(exc)
-        done.set()
 
     admin = confluent_kafka.admin.AdminClient(
         base_config(bootstrap, credential, {"error_cb": on_error})
     )
-    deadline_slices = max(1, int(timeout / 0.5))
-    last = "no answer"
-    for _ in range(deadline_slices):
-        try:
-            md = admin.list_topics(timeout=0.5)
-        except confluent_kafka.KafkaException as exc:
-            last = exc.args[0].str()
-            admin.poll(0)
-            if refused:
-                raise refused[0] from None
-            continue
-        return {name: meta for name, meta in md.topics.items() if meta.error is None}
-    admin.poll(0)
-    if refused:
-        raise refused[0]
-    raise _errors.unreachable(bootstrap, last)
+    md = _errors.list_topics(
+        admin,
+        timeout=timeout,
+        serve=lambda: admin.poll(0),
+        failed=lambda: refused[0] if refused else None,
+        server=bootstrap,
+    )
+    return {name: meta for name, meta in md.topics.items() if meta.error is None}

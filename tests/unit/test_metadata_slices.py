@@ -49,11 +49,34 @@ def test_short_slices_while_no_broker_is_up():
 
 
 def test_a_request_sent_but_unanswered_gets_longer_slices():
-    handle = BlockingHandle(KafkaError._TRANSPORT, KafkaError._TIMED_OUT, answer_after=3)
+    handle = BlockingHandle(KafkaError._TRANSPORT, KafkaError._TIMED_OUT, answer_after=4)
     assert ask(handle, 5.0) == "metadata"
-    # no broker at first (short), then a request that timed out: the next ones are longer
+    # no broker at first (short), then a request that timed out: the next ones are longer,
+    # twice as long each time
+    first = _errors._REQUEST_SLICE
     assert handle.timeouts[0] == _errors._NO_BROKER_SLICE
-    assert handle.timeouts[2:] == [_errors._REQUEST_SLICE] * 2
+    assert handle.timeouts[2:] == [first, 2 * first, 4 * first]
+
+
+class SlowBroker(BlockingHandle):
+    """Answers only a request given at least ``answer_time`` seconds (a distant broker)."""
+
+    def __init__(self, answer_time: float) -> None:
+        super().__init__(KafkaError._TIMED_OUT)
+        self.answer_time = answer_time
+
+    def list_topics(self, topic: Optional[str] = None, timeout: float = -1) -> Any:
+        if timeout >= self.answer_time:
+            self.timeouts.append(timeout)
+            time.sleep(self.answer_time)
+            return "metadata"
+        return super().list_topics(topic, timeout)
+
+
+def test_a_broker_slower_than_a_slice_is_heard():
+    # each slice sends the request again: with fixed 0.5 s slices a 1.2 s answer never came
+    handle = SlowBroker(answer_time=1.2)
+    assert ask(handle, 10.0) == "metadata"
 
 
 def test_stopped_returns_none_within_a_short_slice():
