@@ -212,6 +212,7 @@ class AlertReader:
         self._lock = threading.Lock()
         self._closed = False
         self._started = False
+        self._starting: Optional[threading.Thread] = None  # the start-up (see _begin)
         self._pending: Optional[KafkaException] = None
         self._outage = False
         #: topic (None: the whole connection) -> (since, error) of credentials refused while
@@ -280,6 +281,34 @@ class AlertReader:
                 on_lost=self._on_lost,
             )
         return True
+
+    def _begin(self) -> bool:
+        """Run :meth:`_start` in a thread of its own and wait for it, or for :meth:`stop`.
+
+        The start-up's requests (metadata, a group's positions, a replay's start, a
+        commit) can each wait seconds for a slow or hung broker, and librdkafka cannot
+        cut one short; ``stop()`` does not wait for them. The consumer is closed only once
+        that thread has ended (:meth:`close` finishes in the background meanwhile). False
+        if stopped (or the start-up was); the start-up's error is raised here.
+        """
+        outcome: list[Any] = []
+        done = threading.Event()
+
+        def start() -> None:
+            try:
+                outcome.append(self._start())
+            except BaseException as exc:  # noqa: BLE001 - raised in the reading thread
+                outcome.append(exc)
+            done.set()
+
+        self._starting = threading.Thread(target=start, name="igwn-alert-start", daemon=True)
+        self._starting.start()
+        while not done.wait(_POLL_SLICE):
+            if self._stop.is_set():
+                return False
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return bool(outcome[0]) and not self._stop.is_set()
 
     def _position_group(self, partitions: set[tuple[str, int]]) -> bool:
         """Give a brand-new consumer group its start (the newest alert), before joining it.
@@ -621,7 +650,7 @@ class AlertReader:
         Parameters
         ----------
         hook : callable
-            Called without arguments, from the thread that reads.
+            Called without arguments, from the thread that reads (or the start-up's).
         """
         if self._ready.is_set():
             hook()
@@ -739,7 +768,7 @@ class AlertReader:
         """
         if not self._started:
             self._started = True
-            if not self._start():
+            if not self._begin():
                 return
         kafka = self._kafka
         consume, poll = kafka.consume, kafka.poll
@@ -1028,6 +1057,8 @@ class AlertReader:
                     return
 
     def _close_consumer(self) -> None:
+        if self._starting is not None:  # never close under a start-up request
+            self._starting.join()
         try:
             self._kafka.close()
         except RuntimeError:  # already closed
