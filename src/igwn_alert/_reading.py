@@ -121,6 +121,11 @@ def _kafka_error(exc: BaseException, *, server: str, group: Optional[str]) -> Ka
     return BrokerUnreachableError(f"Kafka request to {server} failed: {error.str()}", error)
 
 
+def _topics_of(partitions: Any) -> str:
+    """The topics of ``(topic, partition)`` keys, for a message."""
+    return ", ".join(sorted({topic for topic, _ in partitions}))
+
+
 class AdcStyleConsumer:
     """What hop's Consumer keeps as ``_consumer`` (an adc Consumer), for code that reaches it.
 
@@ -396,7 +401,7 @@ class AlertReader:
             return replay_offsets(self._kafka, at, sorted(partitions), _LOOKUP_TIMEOUT)
         except confluent_kafka.KafkaException as exc:
             error: Any = exc.args[0] if exc.args else None
-            clear = self._clear(error)
+            clear = self._clear(error, _topics_of(partitions))
             if clear is not None and not isinstance(clear, TopicNotFoundError):
                 raise clear from None
             where = ", ".join(f"{t}[{p}]" for t, p in sorted(partitions))
@@ -416,17 +421,33 @@ class AlertReader:
             error: Any = exc.args[0] if exc.args else None
             if hasattr(error, "code") and error.code() in _GROUP_HAS_MEMBERS:
                 return False
-            clear = self._clear(error)
+            clear = self._clear(error, _topics_of(start)) or self._queued_error()
             if clear is not None:
                 raise clear from None
             raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
         return True
 
-    def _clear(self, error: Any) -> Optional[KafkaException]:
+    def _queued_error(self) -> Optional[KafkaException]:
+        """A clear error that librdkafka queued for the consumer instead of ``error_cb``.
+
+        A group the credential may not use makes a commit before joining fail with only
+        "Waiting for coordinator"; the refusal (``GROUP_AUTHORIZATION_FAILED``) waits on
+        the consumer's queue. Nothing is assigned yet, so polling hands out no alert.
+        """
+        deadline = time.monotonic() + 0.25
+        while time.monotonic() < deadline:
+            message = self._kafka.poll(0.05)
+            if message is not None and message.error() is not None:
+                clear = self._clear(message.error())
+                if clear is not None and not isinstance(clear, TopicNotFoundError):
+                    return clear
+        return self._take_pending()
+
+    def _clear(self, error: Any, topic: Optional[str] = None) -> Optional[KafkaException]:
         """The client's clear exception for a librdkafka error, if it has one."""
         if error is None or not hasattr(error, "code"):
             return None
-        return _errors.exception_for(error, group=self.group_id, server=self.bootstrap)
+        return _errors.exception_for(error, topic=topic, group=self.group_id, server=self.bootstrap)
 
     def _watcher_config(self, extra: dict[str, Any]) -> dict[str, Any]:
         return base_config(self.bootstrap, self._credential, extra)
