@@ -14,7 +14,8 @@ round gives a ratio per version. The rounds' medians are compared:
 * listen throughput (``bench/worker.py listen_replay`` and ``listen_live``, with and without
   a consumer group): alerts/s of a version / alerts/s of the plain loop;
 * latency (``latency``: ``publish_to_topic`` + ``flush_by_topic`` -> callback, p50 and p99):
-  plain / version (higher is better, as for throughput);
+  plain / version (higher is better, as for throughput); "listener latency" is the same
+  with a plain producer publishing for every version, so only the listener differs;
 * ``stop()`` until ``listen()`` returns (``stop``, max over the trials): milliseconds, as
   the plain loop has no ``stop()``.
 
@@ -75,6 +76,9 @@ METRICS: list[tuple[str, str, dict[str, Any], str, bool]] = [
     ),
     ("latency p50 (ms)", "latency", {}, "p50_ms", False),
     ("latency p99 (ms)", "latency", {}, "p99_ms", False),
+    # the same with the plain producer publishing for every version: the listener alone
+    ("listener latency p50 (ms)", "latency", {"plain_publisher": True}, "p50_ms", False),
+    ("listener latency p99 (ms)", "latency", {"plain_publisher": True}, "p99_ms", False),
 ]
 
 

@@ -334,7 +334,11 @@ def sc_produce(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
-    """(a) publish + flush -> callback, alerts ``interval`` s apart."""
+    """(a) publish + flush -> callback, alerts ``interval`` s apart.
+
+    ``plain_publisher``: publish with the plain producer whatever the candidate, so that
+    only the listener's side differs between candidates.
+    """
     topic, n, interval, text = p["topic"], p["n"], p["interval"], p["alert"]
     recv: list[float] = []
     arrived = threading.Event()
@@ -345,7 +349,7 @@ def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
 
     listener = cand.make()
     th = cand.start_listener(listener, callback, [topic])
-    if cand.name == "plain":
+    if cand.name == "plain" or p.get("plain_publisher"):  # the listener's side alone
         pub = PlainProducer(p["bootstrap"], **{"linger.ms": 0})
         full = cand.full(topic)
 
@@ -384,7 +388,7 @@ def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
     got = recv[base : base + n]
     lat = [r - s for r, s in zip(got, sent)]
     cand.stop_listener(listener, th)
-    if cand.name != "plain":
+    if cand.name != "plain" and not p.get("plain_publisher"):
         publisher.disconnect()
     out = summary_ms(lat)
     out.update(
