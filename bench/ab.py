@@ -17,7 +17,9 @@ round gives a ratio per version. The rounds' medians are compared:
   plain / version (higher is better, as for throughput); "listener latency" is the same
   with a plain producer publishing for every version, so only the listener differs;
 * ``stop()`` until ``listen()`` returns (``stop``, max over the trials): milliseconds, as
-  the plain loop has no ``stop()``.
+  the plain loop has no ``stop()``;
+* latency "pooled": p50 and p99 over every round's samples together (a single round's
+  p99 is its tenth-worst sample and moves by half between rounds on a shared machine).
 
 The old version is checked out from ``--old-commit`` into ``.cache/bench-ab/<commit>`` (a
 ``git worktree``), or taken from ``--old-src``. Nothing is asserted: it prints a table with
@@ -39,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import run as bench  # noqa: E402 - bench/run.py, beside this script
+from worker import pct  # noqa: E402 - bench/worker.py, beside this script
 
 ROOT = HERE.parent
 
@@ -130,6 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return runner.run(who, scenario, env=env, **params)
 
     raw: dict[str, dict[str, list[float]]] = {}
+    pooled: dict[str, dict[str, list[float]]] = {}  # every latency sample of every round
     order = ["plain", "new", "old"]
     started = time.monotonic()
     try:
@@ -141,6 +145,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     ident = (cand, scenario + json.dumps(extra, sort_keys=True))
                     if ident not in done:
                         done[ident] = one(cand, scenario, extra, r)
+                        if scenario == "latency":
+                            label = "listener latency" if extra else "latency"
+                            samples = done[ident].get("samples_ms") or []
+                            pooled.setdefault(label, {}).setdefault(cand, []).extend(samples)
                     value = done[ident].get(key)
                     raw.setdefault(metric, {}).setdefault(cand, []).append(
                         float(value) if isinstance(value, (int, float)) else float("nan")
@@ -154,7 +162,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         topics.delete()
         topics.close()
-    table = summarise(raw)
+    table = summarise(raw) + pooled_rows(pooled)
     print_table(table, args.rounds, time.monotonic() - started)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,6 +210,34 @@ def summarise(raw: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
                 "old_ratios": per["old"],
             }
         )
+    return rows
+
+
+def pooled_rows(pooled: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+    """p50 and p99 over the latency samples of all rounds together, per version.
+
+    A p99 of one round is its tenth-worst sample of 1,000 and moves by half from round to
+    round on a shared machine; over every round's samples it is steadier.
+    """
+    rows = []
+    for label, by in pooled.items():
+        if not all(by.get(c) for c in ("plain", "new", "old")):
+            continue
+        for q in (50, 99):
+            value = {c: pct(by[c], q) for c in ("plain", "new", "old")}
+            new, old = value["plain"] / value["new"], value["plain"] / value["old"]
+            rows.append(
+                {
+                    "metric": f"{label} p{q} (ms), pooled",
+                    "plain": value["plain"],
+                    "new_value": value["new"],
+                    "old_value": value["old"],
+                    "new": new,
+                    "old": old,
+                    "new_vs_old": new / old,
+                    "samples": {c: len(by[c]) for c in by},
+                }
+            )
     return rows
 
 
