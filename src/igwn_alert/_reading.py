@@ -411,20 +411,28 @@ class AlertReader:
             ) from None
 
     def _commit_start(self, start: dict[tuple[str, int], int]) -> bool:
-        """Commit a group's start before joining it; False if the group has members."""
+        """Commit a group's start before joining it; False if the group has members.
+
+        A coordinator still being found or loaded (a broker just started) is asked again
+        until :data:`_LOOKUP_TIMEOUT`; meanwhile the consumer's queue is looked at for a
+        clear refusal (see :meth:`_queued_error`), which is raised at once.
+        """
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(start.items()) if o >= 0]
-        if not offsets:
-            return True
-        try:
-            self._kafka.commit(offsets=offsets, asynchronous=False)
-        except confluent_kafka.KafkaException as exc:
-            error: Any = exc.args[0] if exc.args else None
-            if hasattr(error, "code") and error.code() in _GROUP_HAS_MEMBERS:
-                return False
-            clear = self._clear(error, _topics_of(start)) or self._queued_error()
-            if clear is not None:
-                raise clear from None
-            raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
+        deadline = time.monotonic() + _LOOKUP_TIMEOUT
+        while offsets and not self._stop.is_set():
+            try:
+                self._kafka.commit(offsets=offsets, asynchronous=False)
+                break
+            except confluent_kafka.KafkaException as exc:
+                error: Any = exc.args[0] if exc.args else None
+                code = error.code() if hasattr(error, "code") else None
+                if code in _GROUP_HAS_MEMBERS:
+                    return False
+                clear = self._clear(error, _topics_of(start)) or self._queued_error()
+                if clear is not None:
+                    raise clear from None
+                if code not in _errors.TRANSIENT or time.monotonic() >= deadline:
+                    raise _kafka_error(exc, server=self.bootstrap, group=self.group_id) from None
         return True
 
     def _queued_error(self) -> Optional[KafkaException]:

@@ -53,7 +53,7 @@ def _read_all(bootstrap: str, topic: Any, group: str, ids: list[str]) -> None:
         plain_client(bootstrap, topic.group, consumer_group=group), topic.short, since="earliest"
     )
     with listening(lst):
-        assert wait_for(lambda: set(_ids(lst)) >= set(ids), 30), len(lst.payloads)
+        assert wait_for(lambda: set(_ids(lst)) >= set(ids), 30), (len(lst.payloads), lst.error)
     time.sleep(0.5)
 
 
