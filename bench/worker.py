@@ -337,7 +337,8 @@ def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
     """(a) publish + flush -> callback, alerts ``interval`` s apart.
 
     ``plain_publisher``: publish with the plain producer whatever the candidate, so that
-    only the listener's side differs between candidates.
+    only the listener's side differs between candidates; ``plain_listener``: listen with
+    the plain loop whatever the candidate, so that only the publishing side differs.
     """
     topic, n, interval, text = p["topic"], p["n"], p["interval"], p["alert"]
     recv: list[float] = []
@@ -347,8 +348,9 @@ def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
         recv.append(now())
         arrived.set()
 
-    listener = cand.make()
-    th = cand.start_listener(listener, callback, [topic])
+    lcand = PlainCandidate(p) if p.get("plain_listener") else cand
+    listener = lcand.make()
+    th = lcand.start_listener(listener, callback, [topic])
     if cand.name == "plain" or p.get("plain_publisher"):  # the listener's side alone
         pub = PlainProducer(p["bootstrap"], **{"linger.ms": 0})
         full = cand.full(topic)
@@ -387,7 +389,7 @@ def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.01)
     got = recv[base : base + n]
     lat = [r - s for r, s in zip(got, sent)]
-    cand.stop_listener(listener, th)
+    lcand.stop_listener(listener, th)
     if cand.name != "plain" and not p.get("plain_publisher"):
         publisher.disconnect()
     out = summary_ms(lat)
