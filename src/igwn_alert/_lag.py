@@ -79,10 +79,6 @@ def _raise_for(error: Any, *, group: str, topic: Optional[str], server: str) -> 
     raise _errors.unreachable(server, error.str())
 
 
-#: A watermark request for a partition whose leader is moving fails with these for a while.
-_LEADER_MOVING = RETRIABLE
-
-
 def _watermarks(
     consumer: Any, tp: TopicPartition, *, timeout: float, group: str, server: str
 ) -> tuple[int, int]:
@@ -96,7 +92,7 @@ def _watermarks(
             return int(low), int(high)
         except confluent_kafka.KafkaException as exc:
             error = exc.args[0]
-            if error.code() not in _LEADER_MOVING:
+            if error.code() not in RETRIABLE:  # not a leader moving: report it
                 _raise_for(error, group=group, topic=tp.topic, server=server)
             if time.monotonic() >= deadline:
                 raise _errors.unreachable(
