@@ -192,7 +192,7 @@ class _Producer:
         self.known_topics: set[str] = set()
         self._cond = threading.Condition()
         self._poll_lock = threading.Lock()
-        self._waiters = 0
+        self._sleepers = 0  # threads waiting on _cond for a report or for the poll lock
         self._outage: set[str] = set()  # the kinds of error logged since the last delivery
         self._reached = False  # the broker answered once (before that, errors are raised)
         self.errors_seen = 0
@@ -316,8 +316,8 @@ class _Producer:
     # -- delivery reports -----------------------------------------------------------------
 
     def wake(self) -> None:
-        """Wake the threads waiting for delivery reports (called after each report)."""
-        if self._waiters:
+        """Wake the threads sleeping until a delivery report (called after each report)."""
+        if self._sleepers:
             with self._cond:
                 self._cond.notify_all()
 
@@ -335,41 +335,40 @@ class _Producer:
         """Serve delivery reports until ``done()`` or the deadline; return ``done()``.
 
         One waiting thread at a time polls the producer (and so runs every callback); the
-        others sleep on a condition that each delivery report notifies.
+        others sleep on a condition that each delivery report notifies, and one of them
+        takes over polling when the poller leaves. With one thread publishing (GraceDB's
+        case) no condition is touched: a report's callback then costs a counter check.
         """
-        with self._cond:
-            self._waiters += 1
         began = time.monotonic()
-        try:
-            while not done():
-                now = time.monotonic()
-                left = deadline - now
-                if left <= 0 or self.closed:
-                    return done()
-                if self._poll_lock.acquire(blocking=False):
+        while not done():
+            now = time.monotonic()
+            left = deadline - now
+            if left <= 0 or self.closed:
+                return done()
+            if self._poll_lock.acquire(blocking=False):
+                try:
+                    # flush(), not poll(): librdkafka then sends what is queued at once
+                    # instead of after linger.ms (publish + flush: 1.5 -> 0.3 ms here);
+                    # short slices first, so that this caller's own report is seen soon
+                    # even while other threads keep the queue busy
+                    self.producer.flush(
+                        min(left, _FIRST_SLICE if now - began < _FIRST_WAIT else _SLICE)
+                    )
+                except (confluent_kafka.KafkaException, SystemError, RuntimeError) as exc:
+                    self.from_exception(exc)
+                    time.sleep(min(left, 0.05))
+                finally:
+                    self._poll_lock.release()
+                self.wake()  # a sleeping thread may take over polling
+            else:
+                with self._cond:
+                    self._sleepers += 1
                     try:
-                        # flush(), not poll(): librdkafka then sends what is queued at
-                        # once instead of after linger.ms (publish + flush: 1.5 -> 0.3 ms
-                        # here); short slices first, so that this caller's own report is
-                        # seen soon even while other threads keep the queue busy
-                        slice_ = _FIRST_SLICE if now - began < _FIRST_WAIT else _SLICE
-                        self.producer.flush(min(left, slice_))
-                    except (confluent_kafka.KafkaException, SystemError, RuntimeError) as exc:
-                        self.from_exception(exc)
-                        time.sleep(min(left, 0.05))
-                    finally:
-                        self._poll_lock.release()
-                    with self._cond:
-                        self._cond.notify_all()  # another waiter may take over polling
-                else:
-                    with self._cond:
                         if not done():
                             self._cond.wait(min(left, 0.05))
-            return True
-        finally:
-            with self._cond:
-                self._waiters -= 1
-                self._cond.notify_all()
+                    finally:
+                        self._sleepers -= 1
+        return True
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -492,7 +491,10 @@ class ProducerPool:
 
     def producer(self, bootstrap: str, credential: Any) -> _Producer:
         """The healthy producer for a broker and credential, made (or replaced) if needed."""
-        key = self.key(bootstrap, credential)
+        key = (bootstrap, id(credential))
+        current = self._current.get(key)  # the common case, without the lock
+        if current is not None and current.dead is None and not current.closed:
+            return current
         with self._lock:
             current = self._current.get(key)
             if current is not None and current.dead is None and not current.closed:
@@ -608,7 +610,7 @@ class AlertWriter:
         """
         if not isinstance(topic, str):
             raise TypeError(f"the topic must be a str, not {type(topic).__name__}")
-        deadline = time.monotonic() + self._timeout()
+        deadline: Optional[float] = None  # of a local queue that stays full
         for _attempt in range(3):
             producer = self._pool.producer(self._bootstrap, self._credential)
             if topic not in producer.known_topics:
@@ -622,7 +624,9 @@ class AlertWriter:
                         )
                         break
                     except BufferError:
-                        if time.monotonic() > deadline:
+                        if deadline is None:
+                            deadline = time.monotonic() + self._timeout()
+                        elif time.monotonic() > deadline:
                             raise DeliveryError(
                                 f"the local queue for {self._bootstrap} stayed full for "
                                 f"{self._timeout():g} s (is the broker up?): the alert to "
@@ -727,7 +731,7 @@ class AlertWriter:
         if self._closed:
             raise ValueError("cannot write to a closed writer")
         name = self._topic(topic)
-        if isinstance(headers, Mapping):
+        if headers is not None and type(headers) is not list and isinstance(headers, Mapping):
             headers = list(headers.items())
         with self._lock:
             self._seq += 1
@@ -878,23 +882,28 @@ class AlertWriter:
             wait = self._timeout() + _GRACE  # hop: no limit; librdkafka gives up by then
         else:
             wait = timeout.total_seconds()
-        with self._lock:
+        lock = self._lock
+        pending = self._pending
+        with lock:
             target = self._seq
 
         def done() -> bool:
-            with self._lock:
-                first = next(iter(self._pending), None)
+            if not pending:
+                return True
+            with lock:
+                first = next(iter(pending), None)
             return first is None or first > target
 
         producer = self._pool_producer_nowait()
-        finished = done()
-        if not finished and producer is not None:
-            finished = producer.wait(done, time.monotonic() + wait)
-        with self._lock:
+        if not done() and producer is not None:
+            producer.wait(done, time.monotonic() + wait)
+        with lock:
+            if not self._failed_count and not pending:
+                return 0
             failed, self._failed = self._failed, []
             count, self._failed_count = self._failed_count, 0
-            unsent = {topic for seq, topic in self._pending.items() if seq <= target}
-            remaining = sum(1 for seq in self._pending if seq <= target)
+            unsent = {topic for seq, topic in pending.items() if seq <= target}
+            remaining = sum(1 for seq in pending if seq <= target)
         if failed:
             raise _flush_exception(failed, count, remaining)
         if remaining:
