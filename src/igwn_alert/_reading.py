@@ -844,8 +844,8 @@ class AlertReader:
                     test = False
                     for name, value in headers:
                         if name == "_format":
-                            if fmt is None:
-                                fmt = value
+                            if fmt is None:  # the first decides, as in hop; b"": no value
+                                fmt = b"" if value is None else value
                         elif name == "_test":
                             test = True
                     if test and ignoretest:
