@@ -19,7 +19,13 @@ round gives a ratio per version. The rounds' medians are compared:
 * ``stop()`` until ``listen()`` returns (``stop``, max over the trials): milliseconds, as
   the plain loop has no ``stop()``;
 * latency "pooled": p50 and p99 over every round's samples together (a single round's
-  p99 is its tenth-worst sample and moves by half between rounds on a shared machine).
+  p99 is its tenth-worst sample and moves by half between rounds on a shared machine);
+* latency "side by side": the three versions' latency trials run at the same time, on
+  one schedule of ticks ``interval`` apart, each version in its own third of the
+  interval; a pause of the machine or of the broker's JVM then falls on all three alike
+  instead of on the one whose trial was running, which is what moves a p99 measured one
+  version after another (the tick schedule uses CLOCK_MONOTONIC, shared by processes on
+  Linux).
 
 The old version is checked out from ``--old-commit`` into ``.cache/bench-ab/<commit>`` (a
 ``git worktree``), or taken from ``--old-src``. Nothing is asserted: it prints a table with
@@ -34,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -84,6 +91,13 @@ METRICS: list[tuple[str, str, dict[str, Any], str, bool]] = [
     ("listener latency p99 (ms)", "latency", {"plain_publisher": True}, "p99_ms", False),
 ]
 
+#: latency with the three versions side by side (label, worker parameters)
+TOGETHER: list[tuple[str, dict[str, Any]]] = [
+    ("latency side by side", {}),
+    ("listener latency side by side", {"plain_publisher": True}),
+]
+_MARGIN = 10.0  # seconds for the side-by-side workers to start and warm up
+
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -109,7 +123,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     runner = bench.Runner(bootstrap, topics, pythons)
     names = ["replay"]
     for c in ("new", "old", "plain"):
-        names += [f"lat-{c}", f"stop-{c}"]
+        names += [f"lat-{c}", f"latt-{c}", f"stop-{c}"]
         for r in range(args.rounds):
             names += [f"live{r}-{c}", f"livew{r}-{c}", f"liveg{r}-{c}", f"livegw{r}-{c}"]
     topics.create(names)
@@ -127,10 +141,33 @@ def main(argv: Optional[list[str]] = None) -> int:
             g = "g" if extra.get("consumer_group") else ""
             params.update(topic=f"live{g}{r}-{cand}", warm_topic=f"live{g}w{r}-{cand}", n=args.n)
         elif scenario == "latency":
-            params.update(topic=f"lat-{cand}", n=args.latency_n, interval=0.01)
+            params.setdefault("topic", f"lat-{cand}")
+            params.update(n=args.latency_n, interval=0.01)
         elif scenario == "stop":
             params.update(topic=f"stop-{cand}", trials=args.stop_trials)
         return runner.run(who, scenario, env=env, **params)
+
+    def together(extra: dict[str, Any], order: list[str]) -> dict[str, Any]:
+        """One latency trial of each version, run at the same time on one schedule."""
+        interval = 0.01
+        start_at = time.perf_counter() + _MARGIN
+        with ThreadPoolExecutor(len(order)) as pool:
+            futures = {
+                cand: pool.submit(
+                    one,
+                    cand,
+                    "latency",
+                    {
+                        **extra,
+                        "topic": f"latt-{cand}",
+                        "start_at": start_at,
+                        "offset": interval * i / len(order),
+                    },
+                    0,
+                )
+                for i, cand in enumerate(order)
+            }
+            return {cand: f.result() for cand, f in futures.items()}
 
     raw: dict[str, dict[str, list[float]]] = {}
     pooled: dict[str, dict[str, list[float]]] = {}  # every latency sample of every round
@@ -153,6 +190,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                     raw.setdefault(metric, {}).setdefault(cand, []).append(
                         float(value) if isinstance(value, (int, float)) else float("nan")
                     )
+            for label, extra in TOGETHER:
+                outs = together(extra, order)
+                for cand, out in outs.items():
+                    pooled.setdefault(label, {}).setdefault(cand, []).extend(
+                        out.get("samples_ms") or []
+                    )
+                    if out.get("late_s"):
+                        bench.log(f"{label}: {cand} was {out['late_s']:.1f} s late")
+                    for q in (50, 99):
+                        value = out.get(f"p{q}_ms")
+                        raw.setdefault(f"{label} p{q} (ms)", {}).setdefault(cand, []).append(
+                            float(value) if isinstance(value, (int, float)) else float("nan")
+                        )
             for cand in ("new", "old"):
                 out = one(cand, "stop", {}, r)
                 raw.setdefault("stop() max (ms)", {}).setdefault(cand, []).append(
@@ -186,6 +236,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 def summarise(raw: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
     """Per metric: each version's median ratio to plain, and new/old of those ratios."""
     better: dict[str, bool] = {m: hib for m, _, _, _, hib in METRICS}
+    better.update({f"{label} p{q} (ms)": False for label, _ in TOGETHER for q in (50, 99)})
     rows = []
     for metric, by in raw.items():
         if metric.startswith("stop()"):
@@ -246,7 +297,7 @@ def print_table(rows: list[dict[str, Any]], rounds: int, seconds: float) -> None
         f"\n{rounds} rounds in {seconds:.0f} s; ratio: to plain confluent-kafka in the same round"
     )
     head = (
-        f"{'metric':<36} {'plain':>9} {'new':>9} {'old':>9} {'new ratio':>9} "
+        f"{'metric':<48} {'plain':>9} {'new':>9} {'old':>9} {'new ratio':>9} "
         f"{'old ratio':>9} {'new/old':>8}"
     )
     print(head)
@@ -254,13 +305,13 @@ def print_table(rows: list[dict[str, Any]], rounds: int, seconds: float) -> None
     for r in rows:
         if r["metric"].startswith("stop()"):
             print(
-                f"{r['metric']:<36} {'-':>9} {r['new']:>9.1f} {r['old']:>9.1f} {'-':>9} "
+                f"{r['metric']:<48} {'-':>9} {r['new']:>9.1f} {r['old']:>9.1f} {'-':>9} "
                 f"{'-':>9} {r['new_vs_old']:>8.2f}"
             )
             continue
         fmt = "{:>9.0f}" if "alerts/s" in r["metric"] else "{:>9.2f}"
         print(
-            f"{r['metric']:<36} {fmt.format(r['plain'])} {fmt.format(r['new_value'])} "
+            f"{r['metric']:<48} {fmt.format(r['plain'])} {fmt.format(r['new_value'])} "
             f"{fmt.format(r['old_value'])} {r['new']:>9.3f} {r['old']:>9.3f} "
             f"{r['new_vs_old']:>8.2f}"
         )

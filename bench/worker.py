@@ -336,6 +336,11 @@ def sc_produce(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
 def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
     """(a) publish + flush -> callback, alerts ``interval`` s apart.
 
+    ``start_at`` (a ``time.perf_counter()`` value, CLOCK_MONOTONIC on Linux, so the same
+    clock in every process) and ``offset``: send on the ticks ``start_at + offset + k *
+    interval``, so that workers run side by side on one schedule, each in its own slot
+    (``late_s``: how late this worker was ready; it then starts at its next slot).
+
     ``plain_publisher``: publish with the plain producer whatever the candidate, so that
     only the listener's side differs between candidates; ``plain_listener``: listen with
     the plain loop whatever the candidate, so that only the publishing side differs.
@@ -376,6 +381,12 @@ def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
     base = len(recv)
     sent: list[float] = []
     tick = now()
+    late = 0.0
+    if p.get("start_at") is not None:  # side by side: ticks on a schedule shared by workers
+        first = float(p["start_at"]) + float(p.get("offset", 0.0))
+        late = max(0.0, tick - first)
+        skipped = -(-late // interval) if late else 0  # whole intervals missed
+        tick = first + skipped * interval - interval
     for _ in range(n):
         tick += interval
         delay = tick - now()
@@ -398,6 +409,7 @@ def sc_latency(cand: Any, p: dict[str, Any]) -> dict[str, Any]:
             "received": len(got),
             "sent": n,
             "interval_s": interval,
+            "late_s": late,
             "samples_ms": [v * 1000.0 for v in lat],
         }
     )
