@@ -491,7 +491,7 @@ class ProducerPool:
 
     def producer(self, bootstrap: str, credential: Any) -> _Producer:
         """The healthy producer for a broker and credential, made (or replaced) if needed."""
-        key = (bootstrap, id(credential))
+        key = self.key(bootstrap, credential)
         current = self._current.get(key)  # the common case, without the lock
         if current is not None and current.dead is None and not current.closed:
             return current
